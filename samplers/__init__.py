@@ -1,0 +1,1 @@
+"""The methods in plain torch. Nothing here imports ComfyUI."""
