@@ -1,0 +1,92 @@
+"""The two tiny Wan-architecture models of the toy world, and how the benchmark calls them.
+
+Both are `samplers.wan.WanDiT` (original Wan 2.1 parameter names) with 3 input/output channels (the world's RGB
+latent), a 16-dim "text" embedding input (the condition tokens, see bench/world.py) and the head size 128 that
+ComfyUI assumes, so `samplers.wan.load_wan(path)` rebuilds them from the weights alone.
+
+- target: dim 256 (2 heads), 4 layers, FFN 512;
+- drafter: dim 128 (1 head), 1 layer, FFN 256 (>= 5x cheaper per call; `python -m bench.train --measure` prints the
+  measured ratio and the FLOPs).
+
+Flow matching: the model predicts v = noise - x0 at noise level sigma in [0, 1] (timestep = sigma x 1000) and
+x0 = x - sigma * v. Both models are trained block-causally (3 frames per block), so one model is both an ordinary
+denoiser of the whole clip (all frames at one sigma: DTS) and a block-autoregressive generator (SDVG).
+"""
+import os
+
+import torch
+
+from samplers.wan import WanConfig, WanDiT, load_wan
+
+from .world import DEFAULT_WORLD, TEXT_DIM
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+HEAD_DIM = 128
+
+MODEL_CONFIGS = {
+    "target": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=4),
+    "drafter": dict(dim=128, ffn_dim=256, num_heads=1, num_layers=1),
+}
+
+
+def model_config(name):
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"model name must be one of {sorted(MODEL_CONFIGS)} (got {name!r})")
+    return WanConfig(**MODEL_CONFIGS[name], in_dim=3, out_dim=3, text_dim=TEXT_DIM, freq_dim=256,
+                     patch_size=(1, 2, 2))
+
+
+def build_model(name):
+    return WanDiT(model_config(name))
+
+
+def weights_path(name):
+    return os.path.join(WEIGHTS_DIR, f"{name}.safetensors")
+
+
+def load_model(name, path=None):
+    """The shipped model `name` ("target" or "drafter") in float32 on the CPU, eval mode."""
+    path = weights_path(name) if path is None else path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: train it with `python -m bench.train --model {name}`")
+    return load_wan(path, head_dim=HEAD_DIM)
+
+
+class FlowDenoiser:
+    """A flow-matching WanDiT as a k-diffusion denoiser: D(x, sigma) = x - sigma * v(x, 1000 * sigma).
+
+    x: [B, C, T, H, W]; sigma: [B] in [0, 1]; context: [B or 1, L, TEXT_DIM]. Block-causal attention with the
+    world's frames_per_block (the mask the model was trained with). Counts calls and per-sample evaluations.
+    """
+
+    def __init__(self, model, context, frames_per_block=DEFAULT_WORLD.frames_per_block):
+        self.model = model
+        self.context = context
+        self.frames_per_block = frames_per_block
+        self.calls = 0
+        self.evals = 0
+
+    @torch.no_grad()
+    def __call__(self, x, sigma, **extra_args):
+        self.calls += 1
+        self.evals += x.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        context = self.context.expand(x.shape[0], -1, -1) if self.context.shape[0] == 1 else self.context
+        v = self.model(x, sigma * 1000.0, context, frames_per_block=self.frames_per_block)
+        return x - sigma.view(-1, 1, 1, 1, 1) * v
+
+
+def flow_sigmas(steps, shift=1.0):
+    """`steps` + 1 decreasing flow sigmas from 1 to 0 (linear in t, then Wan's shift s*t / (1 + (s-1)*t))."""
+    t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    sigmas = shift * t / (1.0 + (shift - 1.0) * t)
+    return sigmas.float()
+
+
+def euler_sample(denoiser, x, sigmas):
+    """Plain Euler (= ComfyUI's "euler"/"ddim" on flow models) over `sigmas` [N + 1] ending at 0."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma * x.new_ones(x.shape[0]))
+        x = denoised if sigma_next == 0 else x + (sigma_next - sigma) * (x - denoised) / sigma
+    return x

@@ -1,0 +1,177 @@
+"""The toy video world: one to three coloured shapes moving at constant velocity and bouncing off the walls.
+
+A clip lives directly in "latent" space: `[C, T, H, W]` with C = 3 channels that ARE the RGB colour, scaled to
+[-1, 1] (background -1 = black). The identity decoder maps it to frames `[T, H, W, 3]` in 0..1. Everything is
+integer-exact: objects are 3x3 sprites, velocities are one pixel per frame on each moving axis, a wall reflects
+the velocity, so the ground truth of a condition plus a start position is a closed-form trajectory.
+
+The condition (what the model is asked for) is one token per object slot, fed through the Wan text-embedding
+path as `context [B, MAX_OBJECTS, TEXT_DIM]`: present flag, colour one-hot, kind one-hot, velocity (vx, vy).
+Start positions are NOT in the condition: the model picks them (the noise decides), and the success check only
+asks that the motion it shows is the conditioned one.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+# Colours in 0..1 RGB. Pairwise distance >= 1, so a pixel is classified by its nearest entry.
+COLOURS = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+    "cyan": (0.0, 1.0, 1.0),
+    "magenta": (1.0, 0.0, 1.0),
+}
+COLOUR_NAMES = tuple(COLOURS)
+BACKGROUND = (0.0, 0.0, 0.0)
+KINDS = ("square", "plus")  # 3x3 filled square (9 px) and 3x3 plus sign (5 px)
+SPRITE_SIZE = 3
+SPRITES = {
+    "square": np.ones((3, 3), dtype=bool),
+    "plus": np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool),
+}
+SPRITE_AREA = {kind: int(mask.sum()) for kind, mask in SPRITES.items()}
+# The eight king-move directions, one pixel per frame on each moving axis.
+DIRECTIONS = tuple((dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0))
+MAX_OBJECTS = 3
+TOKEN_FEATURES = 1 + len(COLOUR_NAMES) + len(KINDS) + 2  # present, colour, kind, vx, vy
+TEXT_DIM = 16  # the models' text_dim: the token padded with zeros
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Size of the world. channels is fixed at 3 (the latent IS RGB)."""
+    height: int = 16
+    width: int = 16
+    frames: int = 12
+    frames_per_block: int = 3
+    channels: int = 3
+
+    @property
+    def num_blocks(self):
+        return self.frames // self.frames_per_block
+
+
+DEFAULT_WORLD = WorldConfig()
+
+
+@dataclass
+class WorldObject:
+    colour: str
+    kind: str
+    velocity: tuple  # (vx, vy) in pixels per frame, each in {-1, 0, 1}
+    start: tuple = None  # (x, y) of the sprite's top-left pixel at frame 0 (None in a bare condition)
+
+
+@dataclass
+class Condition:
+    """What a clip must show: its objects (colour, kind, velocity). Start positions are free."""
+    objects: list = field(default_factory=list)
+
+    def tokens(self):
+        """The condition as text-embedding tokens: float32 tensor [MAX_OBJECTS, TEXT_DIM]."""
+        out = torch.zeros(MAX_OBJECTS, TEXT_DIM)
+        for slot, obj in enumerate(self.objects):
+            row = out[slot]
+            row[0] = 1.0
+            row[1 + COLOUR_NAMES.index(obj.colour)] = 1.0
+            row[1 + len(COLOUR_NAMES) + KINDS.index(obj.kind)] = 1.0
+            row[TOKEN_FEATURES - 2] = float(obj.velocity[0])
+            row[TOKEN_FEATURES - 1] = float(obj.velocity[1])
+        return out
+
+    def describe(self):
+        names = {(-1, -1): "up-left", (0, -1): "up", (1, -1): "up-right", (-1, 0): "left", (1, 0): "right",
+                 (-1, 1): "down-left", (0, 1): "down", (1, 1): "down-right"}
+        return ", ".join(f"{o.colour} {o.kind} moving {names[tuple(o.velocity)]}" for o in self.objects)
+
+
+def bounce_track(start, velocity, frames, limit):
+    """1-D positions of a bouncing coordinate: start in [0, limit], velocity in {-1, 0, 1} -> int array [frames].
+
+    A wall reflects: from limit moving +1 the next position is limit - 1.
+    """
+    positions = np.empty(frames, dtype=np.int64)
+    p, v = int(start), int(velocity)
+    for t in range(frames):
+        positions[t] = p
+        p += v
+        if p < 0:
+            p, v = -p, -v
+        elif p > limit:
+            p, v = 2 * limit - p, -v
+    return positions
+
+
+def object_track(obj, world=DEFAULT_WORLD):
+    """Top-left (x, y) of the sprite in every frame: int array [T, 2]."""
+    xs = bounce_track(obj.start[0], obj.velocity[0], world.frames, world.width - SPRITE_SIZE)
+    ys = bounce_track(obj.start[1], obj.velocity[1], world.frames, world.height - SPRITE_SIZE)
+    return np.stack([xs, ys], axis=1)
+
+
+def sample_condition(rng, world=DEFAULT_WORLD, num_objects=None):
+    """A random condition with start positions such that no two sprites ever touch (a clean ground truth).
+
+    rng: numpy Generator. Returns Condition whose objects carry `start`.
+    """
+    for _ in range(1000):
+        n = int(rng.integers(1, MAX_OBJECTS + 1)) if num_objects is None else int(num_objects)
+        colours = rng.choice(len(COLOUR_NAMES), size=n, replace=False)
+        objects = []
+        for c in colours:
+            objects.append(WorldObject(
+                colour=COLOUR_NAMES[int(c)],
+                kind=KINDS[int(rng.integers(len(KINDS)))],
+                velocity=DIRECTIONS[int(rng.integers(len(DIRECTIONS)))],
+                start=(int(rng.integers(0, world.width - SPRITE_SIZE + 1)),
+                       int(rng.integers(0, world.height - SPRITE_SIZE + 1))),
+            ))
+        tracks = [object_track(o, world) for o in objects]
+        apart = all(
+            (np.abs(tracks[i] - tracks[j]).max(axis=1) >= SPRITE_SIZE).all()
+            for i in range(n) for j in range(i + 1, n)
+        )
+        if apart:
+            return Condition(objects)
+    raise RuntimeError("sample_condition: could not place the objects apart (world too small?)")
+
+
+def render(condition, world=DEFAULT_WORLD):
+    """The ground-truth clip of a condition with start positions: float32 tensor [C, T, H, W] in [-1, 1]."""
+    frames = np.zeros((world.frames, world.height, world.width, 3), dtype=np.float32)
+    frames[...] = BACKGROUND
+    for obj in condition.objects:
+        sprite = SPRITES[obj.kind]
+        colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
+        for t, (x, y) in enumerate(object_track(obj, world)):
+            region = frames[t, y:y + SPRITE_SIZE, x:x + SPRITE_SIZE]
+            region[sprite] = colour
+    return frames_to_latent(torch.from_numpy(frames))
+
+
+def sample_clip(seed, world=DEFAULT_WORLD, num_objects=None):
+    """(condition, clip [C, T, H, W]) for a seed: the same seed always gives the same clip."""
+    rng = np.random.default_rng(seed)
+    condition = sample_condition(rng, world, num_objects)
+    return condition, render(condition, world)
+
+
+def sample_batch(rng, batch_size, world=DEFAULT_WORLD):
+    """Training batch: (clips [B, C, T, H, W], context [B, MAX_OBJECTS, TEXT_DIM])."""
+    conditions = [sample_condition(rng, world) for _ in range(batch_size)]
+    clips = torch.stack([render(c, world) for c in conditions])
+    context = torch.stack([c.tokens() for c in conditions])
+    return clips, context
+
+
+def latent_to_frames(latent):
+    """[C, T, H, W] in [-1, 1] (C = 3) -> frames [T, H, W, 3] float in 0..1 (the identity 'VAE')."""
+    return ((latent.float().permute(1, 2, 3, 0) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def frames_to_latent(frames):
+    """frames [T, H, W, 3] in 0..1 -> latent [C, T, H, W] in [-1, 1]."""
+    return (frames.float() * 2.0 - 1.0).permute(3, 0, 1, 2).contiguous()

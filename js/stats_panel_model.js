@@ -1,0 +1,291 @@
+// Pure logic of the statistics panel: no DOM, no ComfyUI import, so Node's test runner can load it.
+//
+// The server sends the event STATS_EVENT with the payload
+//   {"node": "<unique id of the node that ran>", "kind": "dts" | "sdvg", "stats": {...}}
+// (see nodes/stats_events.py). This module turns that payload into what the node keeps in its
+// `properties` (so it survives a reload) and into a list of drawing operations for a canvas.
+
+export const STATS_EVENT = "speculative_video.stats";
+export const PROPERTY_KEY = "speculative_video_stats";
+export const PANEL_WIDGET_NAME = "speculative_video_stats_panel";
+
+export const COLORS = {
+  background: "#1b1d22",
+  border: "#3a3f4b",
+  title: "#e8e8e8",
+  text: "#c8c8c8",
+  muted: "#8a8f99",
+  accepted: "#2f8f46",
+  partial: "#b58a1e",
+  rejected: "#a33a3a",
+  target: "#4a5466",
+  cellText: "#ffffff",
+};
+
+// Only these statistics are kept in the node's properties: they are what the panel shows, and the
+// per-block timings of a long SDVG run would otherwise bloat every saved workflow.
+const KEPT_STATS = {
+  dts: ["calls", "evals", "rounds", "accepted", "thresholds", "fine_steps", "draft_stride",
+    "target_stride", "chunk", "seconds", "target_grid_calls", "parallel_target", "sequential_target_reasons"],
+  sdvg: ["blocks", "acceptance_rate", "seconds", "estimated_target_only_seconds",
+    "estimated_speedup", "num_blocks", "tau"],
+};
+const KEPT_BLOCK_FIELDS = ["index", "score", "accepted"];
+
+export const PANEL_LAYOUT = {
+  padding: 6,
+  margin: 10, // horizontal margin of the panel inside the node, as ComfyUI's widgets have
+  titleHeight: 16,
+  lineHeight: 14,
+  cellHeight: 18,
+  cellGap: 2,
+  minCellWidth: 18,
+  maxCellWidth: 34,
+};
+
+/** Narrowest node width (pixels) at which the panel's text lines fit. */
+export const PANEL_MIN_WIDTH = 330;
+
+/**
+ * Check and normalise a statistics event payload.
+ * @returns {{node: string, kind: "dts"|"sdvg", stats: object} | null} null when the payload is not ours.
+ */
+export function normalizePayload(payload) {
+  if (!payload || typeof payload !== "object") return null;
+  const { node, kind, stats } = payload;
+  if (node === undefined || node === null || node === "") return null;
+  if (kind !== "dts" && kind !== "sdvg") return null;
+  if (!stats || typeof stats !== "object" || Array.isArray(stats)) return null;
+  return { node: String(node), kind, stats };
+}
+
+/**
+ * A node's unique id as the path of node ids from the root graph: "12" -> ["12"], and for a node
+ * inside a subgraph, whose executed id is "<subgraph node id>:<inner id>", "12:5" -> ["12", "5"].
+ */
+export function parseNodeLocator(uniqueId) {
+  return String(uniqueId).split(":").filter((part) => part !== "");
+}
+
+/** Keep only what the panel draws (see KEPT_STATS). */
+export function compactStats(kind, stats) {
+  const kept = {};
+  for (const key of KEPT_STATS[kind] ?? []) {
+    if (stats[key] !== undefined) kept[key] = stats[key];
+  }
+  if (Array.isArray(kept.blocks)) {
+    kept.blocks = kept.blocks.map((block) => {
+      const small = {};
+      for (const field of KEPT_BLOCK_FIELDS) {
+        if (block && block[field] !== undefined) small[field] = block[field];
+      }
+      return small;
+    });
+  }
+  return kept;
+}
+
+/** The value stored under node.properties[PROPERTY_KEY]: JSON-safe, survives save and reload. */
+export function storedStatsRecord(normalized) {
+  return { kind: normalized.kind, stats: compactStats(normalized.kind, normalized.stats) };
+}
+
+/** Read back what storedStatsRecord wrote; null when absent or malformed. */
+export function readStoredStats(properties) {
+  const record = properties ? properties[PROPERTY_KEY] : undefined;
+  if (!record || typeof record !== "object") return null;
+  if (record.kind !== "dts" && record.kind !== "sdvg") return null;
+  if (!record.stats || typeof record.stats !== "object") return null;
+  return record;
+}
+
+function isNumber(value) {
+  return typeof value === "number" && Number.isFinite(value);
+}
+
+export function formatSeconds(seconds) {
+  if (!isNumber(seconds)) return "–";
+  if (seconds < 10) return `${seconds.toFixed(2)} s`;
+  if (seconds < 120) return `${seconds.toFixed(1)} s`;
+  return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+}
+
+export function formatRatio(ratio) {
+  if (!isNumber(ratio)) return "–";
+  return `${ratio.toFixed(ratio >= 10 ? 1 : 2)}×`;
+}
+
+export function formatPercent(fraction) {
+  if (!isNumber(fraction)) return "–";
+  return `${Math.round(fraction * 100)}%`;
+}
+
+export function formatScore(score) {
+  if (!isNumber(score)) return "";
+  return score.toFixed(2);
+}
+
+/** tau as the node shows it: +inf means target only, -inf draft only. */
+export function formatTau(tau) {
+  if (tau === Infinity || tau === "inf" || tau === "Infinity") return "+∞ (target only)";
+  if (tau === -Infinity || tau === "-inf" || tau === "-Infinity") return "−∞ (draft only)";
+  if (!isNumber(tau)) return "–";
+  return tau.toFixed(2);
+}
+
+/** Colour of a DTS round's cell from the fraction of the chunk it accepted. */
+export function dtsCellColor(acceptedCount, chunk) {
+  if (!isNumber(acceptedCount) || acceptedCount <= 0) return COLORS.rejected;
+  if (isNumber(chunk) && chunk > 0 && acceptedCount >= chunk) return COLORS.accepted;
+  return COLORS.partial;
+}
+
+/**
+ * What the panel shows for a DTS run.
+ * Sequential calls are the model invocations one after another (latency on parallel hardware);
+ * the fine schedule would have needed `fine_steps` of them.
+ */
+export function dtsPanelModel(stats) {
+  const accepted = Array.isArray(stats.accepted) ? stats.accepted : [];
+  const rounds = isNumber(stats.rounds) ? stats.rounds : accepted.length;
+  const cells = accepted.map((count, round) => ({
+    label: String(count),
+    color: dtsCellColor(count, stats.chunk),
+    tooltip: `round ${round + 1}: ${count} accepted` +
+      (Array.isArray(stats.thresholds) && isNumber(stats.thresholds[round])
+        ? `, threshold ${stats.thresholds[round].toFixed(2)}` : ""),
+  }));
+  const lines = [];
+  lines.push(`rounds ${rounds} · accepted per round (of ${isNumber(stats.chunk) ? stats.chunk : "?"}):`);
+  const saved = isNumber(stats.calls) && isNumber(stats.fine_steps) && stats.calls > 0
+    ? ` (${formatRatio(stats.fine_steps / stats.calls)} fewer)` : "";
+  const footer = [
+    `sequential calls ${isNumber(stats.calls) ? stats.calls : "–"} vs ` +
+      `${isNumber(stats.fine_steps) ? stats.fine_steps : "–"} fine steps${saved}`,
+  ];
+  if (isNumber(stats.target_grid_calls)) {
+    footer.push(`Euler on the stride-${isNumber(stats.target_stride) ? stats.target_stride : "?"} grid: ` +
+      `${stats.target_grid_calls} calls`);
+  }
+  footer.push(`evaluations ${isNumber(stats.evals) ? stats.evals : "–"} · strides ` +
+    `${isNumber(stats.draft_stride) ? stats.draft_stride : "?"}/${isNumber(stats.target_stride) ? stats.target_stride : "?"}` +
+    ` · ${formatSeconds(stats.seconds)}`);
+  if (stats.parallel_target === false) {
+    const reasons = Array.isArray(stats.sequential_target_reasons) ? stats.sequential_target_reasons : [];
+    footer.push(`target one at a time${reasons.length ? ` (${reasons.join(", ")})` : ""}`);
+  }
+  return { title: "DTS", lines, cells, footer, minCellWidth: 18 };
+}
+
+/** Colour of an SDVG block: drafted and accepted, drafted and rejected, or made by the target without a draft. */
+export function sdvgCellColor(block) {
+  if (block.accepted) return COLORS.accepted;
+  if (isNumber(block.score)) return COLORS.rejected;
+  return COLORS.target;
+}
+
+export function sdvgPanelModel(stats) {
+  const blocks = Array.isArray(stats.blocks) ? stats.blocks : [];
+  const cells = blocks.map((block, position) => {
+    const index = isNumber(block.index) ? block.index : position;
+    const verdict = block.accepted ? "draft accepted"
+      : isNumber(block.score) ? "draft rejected, target made it" : "target (no draft scored)";
+    return {
+      label: formatScore(block.score),
+      color: sdvgCellColor(block),
+      tooltip: `block ${index}: ${verdict}` + (isNumber(block.score) ? `, score ${formatScore(block.score)}` : ""),
+    };
+  });
+  const acceptedCount = blocks.filter((block) => block.accepted).length;
+  const lines = [
+    `blocks ${isNumber(stats.num_blocks) ? stats.num_blocks : blocks.length} · ` +
+      `accepted ${acceptedCount} · tau ${formatTau(stats.tau)}`,
+  ];
+  const footer = [
+    `acceptance ${formatPercent(stats.acceptance_rate)} · est. speedup ${formatRatio(stats.estimated_speedup)}`,
+    `${formatSeconds(stats.seconds)} vs est. target-only ${formatSeconds(stats.estimated_target_only_seconds)}`,
+  ];
+  // Wider cells than DTS: each carries a score such as "-0.53".
+  return { title: "SDVG", lines, cells, footer, minCellWidth: 30 };
+}
+
+export function panelModel(kind, stats) {
+  if (kind === "dts") return dtsPanelModel(stats);
+  if (kind === "sdvg") return sdvgPanelModel(stats);
+  throw new Error(`unknown statistics kind ${JSON.stringify(kind)} (expected "dts" or "sdvg")`);
+}
+
+/**
+ * Cell grid for `count` cells in `innerWidth` pixels: as wide as fits between the min and max cell
+ * width, wrapping into rows when there are more cells than fit on one line.
+ */
+export function cellGrid(count, innerWidth, layout = PANEL_LAYOUT) {
+  if (count <= 0) return { cellWidth: 0, perRow: 0, rows: 0 };
+  const { cellGap, minCellWidth, maxCellWidth } = layout;
+  const fitting = Math.max(1, Math.floor((innerWidth + cellGap) / (minCellWidth + cellGap)));
+  const perRow = Math.min(count, fitting);
+  const cellWidth = Math.max(minCellWidth,
+    Math.min(maxCellWidth, Math.floor((innerWidth + cellGap) / perRow) - cellGap));
+  return { cellWidth, perRow, rows: Math.ceil(count / perRow) };
+}
+
+function layoutFor(model, layout) {
+  if (!isNumber(model.minCellWidth)) return layout;
+  const minCellWidth = model.minCellWidth;
+  return { ...layout, minCellWidth, maxCellWidth: Math.max(layout.maxCellWidth, minCellWidth) };
+}
+
+/** Height in pixels of the panel drawn for `model` at `width`. */
+export function panelHeight(model, width, layout = PANEL_LAYOUT) {
+  layout = layoutFor(model, layout);
+  const innerWidth = Math.max(1, width - 2 * layout.margin - 2 * layout.padding);
+  const grid = cellGrid(model.cells.length, innerWidth, layout);
+  return 2 * layout.padding + layout.titleHeight +
+    (model.lines.length + model.footer.length) * layout.lineHeight +
+    grid.rows * (layout.cellHeight + layout.cellGap) + (grid.rows > 0 ? layout.cellGap : 0);
+}
+
+/**
+ * The panel as drawing operations, in node coordinates, starting at y = `top`:
+ *   {op: "rect", x, y, w, h, fill, stroke?} and {op: "text", x, y, text, color, font, align}
+ * (text y is the baseline). Keeping this pure lets tests check the layout without a canvas.
+ */
+export function panelDrawOps(model, width, top, layout = PANEL_LAYOUT) {
+  layout = layoutFor(model, layout);
+  const ops = [];
+  const height = panelHeight(model, width, layout);
+  const left = layout.margin;
+  const panelWidth = Math.max(1, width - 2 * layout.margin);
+  const innerLeft = left + layout.padding;
+  const innerWidth = Math.max(1, panelWidth - 2 * layout.padding);
+  ops.push({ op: "rect", x: left, y: top, w: panelWidth, h: height, fill: COLORS.background, stroke: COLORS.border });
+  let y = top + layout.padding;
+  ops.push({ op: "text", x: innerLeft, y: y + layout.titleHeight - 4, text: model.title,
+    color: COLORS.title, font: "bold 12px sans-serif", align: "left" });
+  y += layout.titleHeight;
+  for (const line of model.lines) {
+    ops.push({ op: "text", x: innerLeft, y: y + layout.lineHeight - 3, text: line,
+      color: COLORS.text, font: "11px sans-serif", align: "left" });
+    y += layout.lineHeight;
+  }
+  const grid = cellGrid(model.cells.length, innerWidth, layout);
+  if (grid.rows > 0) y += layout.cellGap;
+  model.cells.forEach((cell, index) => {
+    const column = index % grid.perRow;
+    const row = Math.floor(index / grid.perRow);
+    const x = innerLeft + column * (grid.cellWidth + layout.cellGap);
+    const cellTop = y + row * (layout.cellHeight + layout.cellGap);
+    ops.push({ op: "rect", x, y: cellTop, w: grid.cellWidth, h: layout.cellHeight, fill: cell.color });
+    if (cell.label) {
+      ops.push({ op: "text", x: x + grid.cellWidth / 2, y: cellTop + layout.cellHeight - 5, text: cell.label,
+        color: COLORS.cellText, font: grid.cellWidth < 26 ? "8px sans-serif" : "9px sans-serif", align: "center" });
+    }
+  });
+  y += grid.rows * (layout.cellHeight + layout.cellGap);
+  for (const line of model.footer) {
+    ops.push({ op: "text", x: innerLeft, y: y + layout.lineHeight - 3, text: line,
+      color: COLORS.muted, font: "11px sans-serif", align: "left" });
+    y += layout.lineHeight;
+  }
+  return { ops, height };
+}

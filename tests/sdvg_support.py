@@ -1,0 +1,92 @@
+"""Test helpers for the SDVG node: tiny Wan checkpoints, a random-weight Wan 2.1 VAE, a simple router.
+
+Everything here imports ComfyUI lazily (only the tests marked `comfyui` call these helpers).
+The checkpoints are built from ComfyUI's own modules on the meta device (shapes only) and filled with seeded random
+weights, then saved as safetensors with the original Wan key names, so ComfyUI's stock loaders (UNETLoader,
+VAELoader) detect and load them the way they load real files.
+"""
+import math
+
+import torch
+
+# The Wan 2.1 VAE's published architecture (ComfyUI hard-codes it too: there is no smaller Wan VAE).
+WAN21_VAE_CONFIG = {"dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+                    "temperal_downsample": [False, True, True], "dropout": 0.0}
+
+
+def random_state_dict(module, seed, dtype=torch.float32, weight_std=None):
+    """Seeded random tensors shaped like `module`'s state dict (the module may live on the meta device).
+
+    Norm scales (1-d tensors named '*norm*.weight' / '*gamma') are ones, biases zero, other weights normal with
+    standard deviation `weight_std` or 1/sqrt(fan_in) (keeps activations of order 1 through deep random nets).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state_dict = {}
+    for name, tensor in module.state_dict().items():
+        shape = tuple(tensor.shape)
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "gamma" or (len(shape) == 1 and "norm" in name and leaf == "weight"):
+            value = torch.ones(shape)
+        elif leaf == "bias":
+            value = torch.zeros(shape)
+        else:
+            fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+            std = weight_std if weight_std is not None else 1.0 / math.sqrt(fan_in)
+            value = torch.randn(shape, generator=generator) * std
+        state_dict[name] = value.to(dtype).contiguous()
+    return state_dict
+
+
+def write_random_wan21_vae(path, seed=0, dtype=torch.float16):
+    """Save a Wan 2.1 VAE with random weights (ComfyUI's key names) to `path` (safetensors, ~254 MB in fp16)."""
+    import comfy.ldm.wan.vae
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        vae = comfy.ldm.wan.vae.WanVAE(**WAN21_VAE_CONFIG)
+    save_file(random_state_dict(vae, seed, dtype), str(path))
+
+
+def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v", in_dim=16, out_dim=16):
+    """Save a tiny Wan 2.1 DiT built with ComfyUI's WanModel (original key names) to `path` (safetensors, fp32).
+
+    dim must be a multiple of 128 (ComfyUI derives heads = dim // 128); text width 4096 (what ComfyUI assumes).
+    model_type "i2v" adds the image-embedding keys that make ComfyUI detect a Wan 2.1 I2V model.
+    """
+    import comfy.ldm.wan.model
+    import comfy.ops
+    from safetensors.torch import save_file
+
+    model = comfy.ldm.wan.model.WanModel(
+        model_type=model_type, patch_size=(1, 2, 2), in_dim=in_dim, dim=dim, ffn_dim=ffn_dim, freq_dim=256,
+        text_dim=4096, out_dim=out_dim, num_heads=dim // 128, num_layers=num_layers, device="meta",
+        operations=comfy.ops.disable_weight_init)
+    save_file(random_state_dict(model, seed, torch.float32, weight_std=0.02), str(path))
+
+
+def add_model_folder(kind, directory):
+    """Make ComfyUI's loaders look in `directory` for models of `kind` ("diffusion_models", "vae", ...)."""
+    import folder_paths
+
+    folder_paths.add_model_folder_path(kind, str(directory))
+    # get_filename_list caches directory listings; files written after the first listing must be seen.
+    folder_paths.filename_list_cache.pop(kind, None)
+
+
+def stand_in_conditioning(seed=0, tokens=512):
+    """CONDITIONING shaped like umT5-XXL's output for one prompt (there is no tiny umT5 to run)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, 4096, generator=generator) * 0.1, {}]]
+
+
+class MeanBrightnessRouter:
+    """A REWARD_ROUTER for tests: a frame's score is its mean pixel value (0..1); records every call."""
+
+    def __init__(self, aggregation="min", offset=0.0):
+        self.aggregation = aggregation
+        self.offset = offset
+        self.calls = []  # (number of frames, prompt) per score() call
+
+    def score(self, frames, prompt):
+        self.calls.append((frames.shape[0], prompt))
+        return frames.float().mean(dim=(1, 2, 3)) + self.offset
