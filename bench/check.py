@@ -30,7 +30,7 @@ POSITION_TOLERANCE = 1.0  # pixels, worst frame, for success
 STRAY_LIMIT = MIN_AREA  # pixels of an unrequested colour that make a frame fail
 KIND_SPLIT = (SPRITE_AREA["square"] + SPRITE_AREA["plus"]) / 2.0
 
-_PALETTE = torch.tensor([BACKGROUND] + [COLOURS[name] for name in COLOUR_NAMES], dtype=torch.float32)
+_PALETTE = np.array([BACKGROUND] + [COLOURS[name] for name in COLOUR_NAMES], dtype=np.float32)
 
 
 @dataclass
@@ -49,11 +49,12 @@ class ClipAnalysis:
 
 def classify(frames):
     """frames [T, H, W, 3] in 0..1 -> labels [T, H, W] int: 0 background, 1..6 colours, -1 unclean."""
-    frames = torch.as_tensor(frames, dtype=torch.float32)
-    distance = torch.cdist(frames.reshape(-1, 3), _PALETTE)
-    nearest, label = distance.min(dim=1)
-    label = torch.where(nearest <= CLEAN_DISTANCE, label, torch.full_like(label, -1))
-    return label.reshape(frames.shape[:-1]).numpy()
+    frames = torch.as_tensor(frames, dtype=torch.float32).numpy()
+    # numpy broadcasting: tiny arrays, and no torch thread pool to wait for on a busy machine
+    squared = ((frames[..., None, :] - _PALETTE[None, :, :]) ** 2).sum(axis=-1)
+    label = squared.argmin(axis=-1)
+    nearest = np.take_along_axis(squared, label[..., None], axis=-1)[..., 0]
+    return np.where(nearest <= CLEAN_DISTANCE ** 2, label, -1)
 
 
 @functools.lru_cache(maxsize=256)

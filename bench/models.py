@@ -4,7 +4,7 @@ Both are `samplers.wan.WanDiT` (original Wan 2.1 parameter names) with 3 input/o
 latent), a 16-dim "text" embedding input (the condition tokens, see bench/world.py) and the head size 128 that
 ComfyUI assumes, so `samplers.wan.load_wan(path)` rebuilds them from the weights alone.
 
-- target: dim 256 (2 heads), 4 layers, FFN 512;
+- target: dim 256 (2 heads), 2 layers, FFN 512;
 - drafter: dim 128 (1 head), 1 layer, FFN 256 (>= 5x cheaper per call; `python -m bench.train --measure` prints the
   measured ratio and the FLOPs).
 
@@ -22,9 +22,11 @@ from .world import DEFAULT_WORLD, TEXT_DIM
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 HEAD_DIM = 128
+# 4x4 pixel patches: 16 tokens per 16x16 frame, 192 per 12-frame clip (CPU training budget).
+PATCH_SIZE = (1, 4, 4)
 
 MODEL_CONFIGS = {
-    "target": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=4),
+    "target": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2),
     "drafter": dict(dim=128, ffn_dim=256, num_heads=1, num_layers=1),
 }
 
@@ -33,7 +35,7 @@ def model_config(name):
     if name not in MODEL_CONFIGS:
         raise ValueError(f"model name must be one of {sorted(MODEL_CONFIGS)} (got {name!r})")
     return WanConfig(**MODEL_CONFIGS[name], in_dim=3, out_dim=3, text_dim=TEXT_DIM, freq_dim=256,
-                     patch_size=(1, 2, 2))
+                     patch_size=PATCH_SIZE)
 
 
 def build_model(name):

@@ -18,7 +18,8 @@ PAPER_VALUES = 7 * 3 * 64 * 64
 DEFAULT_RMS_THRESHOLD = round(11.0 / math.sqrt(PAPER_VALUES), 4)  # 0.0375
 DEFAULT_RMS_INCREMENT = round(1.5 / math.sqrt(PAPER_VALUES), 3)  # 0.005
 
-# Per-step model wrappers see the whole (mixed-sigma) batch; cache wrappers such as EasyCache read sigma[0].
+# Per-step model wrappers see the whole (mixed-sigma) batch and may read only its first sigma (as cache
+# wrappers do).
 PER_STEP_WRAPPER_TYPES = ("predict_noise", "calc_cond_batch", "apply_model", "diffusion_model")
 
 
@@ -75,9 +76,9 @@ def mixed_sigma_hazards(model, extra_args, sigmas):
     """Why a batch mixing sigmas would be evaluated wrongly in this ComfyUI run ([] when it is safe).
 
     model: the sampler function's model (comfy.samplers.KSamplerX0Inpaint; its inner_model is the guider whose
-    `conds` hold the processed conditioning). ComfyUI decides timestep ranges, ControlNet ranges, hook
-    keyframes and EasyCache-style caches from the first sigma of the batch, and an inpainting denoise mask
-    has the batch size of the latent, not of the target batch.
+    `conds` hold the processed conditioning). ComfyUI decides timestep ranges, ControlNet ranges and hook
+    keyframes from the first sigma of the batch, model wrappers (caches) may do the same, and an inpainting
+    denoise mask has the batch size of the latent, not of the target batch. sigmas: the run's schedule [N + 1].
     """
     reasons = []
     if extra_args.get("denoise_mask") is not None:
@@ -100,10 +101,21 @@ def mixed_sigma_hazards(model, extra_args, sigmas):
     transformer_options = model_options.get("transformer_options") or {}
     wrappers = transformer_options.get("wrappers") or {}
     if any(any(wrappers.get(kind, {}).values()) for kind in PER_STEP_WRAPPER_TYPES) \
-            or "model_function_wrapper" in model_options \
-            or any("cache" in str(key).lower() for key in transformer_options):
-        reasons.append("model wrapper or cache (e.g. EasyCache)")
+            or "model_function_wrapper" in model_options:
+        reasons.append("model wrapper")
     return reasons
+
+
+def check_supported(extra_args):
+    """Refuse model add-ons that cannot follow DTS's evaluation order, with an error that says what to do."""
+    transformer_options = (extra_args.get("model_options") or {}).get("transformer_options") or {}
+    if "easycache" in transformer_options:
+        # EasyCache / LazyCache keep one running state per trajectory and assume sigmas only decrease; DTS
+        # goes back to higher sigmas for every target batch, even when positions are evaluated one at a time
+        # (ComfyUI 0.3.64's EasyCache then fails with a TypeError, or would reuse another state's output).
+        raise ValueError("DTS cannot sample a model with EasyCache or LazyCache: the caches assume one trajectory "
+                         "with decreasing sigmas, DTS revisits higher sigmas to verify its drafts. Remove the "
+                         "cache node from the model that feeds the DTS sampler.")
 
 
 def sample_dts_comfyui(model, x, sigmas, extra_args=None, callback=None, disable=None, *, node_id=None,
@@ -116,6 +128,7 @@ def sample_dts_comfyui(model, x, sigmas, extra_args=None, callback=None, disable
     import comfy.model_management
 
     extra_args = {} if extra_args is None else extra_args
+    check_supported(extra_args)
     reasons = mixed_sigma_hazards(model, extra_args, sigmas) if parallel_target is None else []
     if parallel_target is None:
         parallel_target = not reasons
@@ -124,8 +137,19 @@ def sample_dts_comfyui(model, x, sigmas, extra_args=None, callback=None, disable
                          parallel_target=parallel_target, stats=stats,
                          interrupt=comfy.model_management.throw_exception_if_processing_interrupted, **options)
     stats["sequential_target_reasons"] = reasons
-    report_stats("dts", node_id, stats, format_stats(stats))
+    report_stats("dts", node_id, json_safe(stats), format_stats(stats))
     return samples
+
+
+def json_safe(value):
+    """`value` with non-finite floats replaced by None (the browser's JSON.parse rejects NaN and Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def dts_sampler(node_id, **options):

@@ -12,6 +12,7 @@ import torch
 
 from ..samplers.causal import CausalWanRunner, kv_cache_bytes
 from ..samplers.sdvg import SELF_FORCING_SIGMAS, speculative_generate
+from ..samplers.wan import validate_window
 from .stats_events import report_stats
 
 DEFAULT_SIGMAS = ", ".join(str(sigma) for sigma in SELF_FORCING_SIGMAS)
@@ -96,6 +97,17 @@ def check_video_size(width, height, num_blocks, frames_per_block):
         raise ValueError(f"frames_per_block: expected at least 1 latent frame, got {frames_per_block}")
 
 
+def check_window(local_attn_frames, sink_frames, frames_per_block):
+    """local_attn_frames 0 = no window (attend to every earlier frame); returns the runner's window (None or int)."""
+    if local_attn_frames == 0:
+        if sink_frames:
+            raise ValueError(f"sink_frames: sink frames belong to a local window; set local_attn_frames > 0 or "
+                             f"sink_frames to 0 (got {sink_frames})")
+        return None
+    validate_window(frames_per_block, local_attn_frames, sink_frames)  # its errors name the inputs
+    return local_attn_frames
+
+
 def text_context(positive, text_width):
     """The text embeddings [1, L, text_width] of the first CONDITIONING entry."""
     try:
@@ -158,6 +170,38 @@ class PlacedRunner:
 
     def __getattr__(self, name):  # committed_frames, frames_per_block, ...: the runner's
         return getattr(self.runner, name)
+
+
+def place_runners(models, context, block_shape, max_frames, local_attn_frames, sink_frames):
+    """Load the models through ComfyUI and build one reset CausalWanRunner per model.
+
+    models: {name: (ModelPatcher, WanModel)}; block_shape: (1, C, F, h, w) latent block; max_frames: latent frames
+    of the whole video. Returns {name: PlacedRunner}.
+
+    The first load reserves room for every KV cache (allocated right after, they stay on the device for the whole
+    run) plus one block's activations. When the models do not fit together, ComfyUI loads what fits; each
+    PlacedRunner then loads its model before its calls and ComfyUI offloads (part of) the idle one.
+    """
+    import comfy.model_management
+
+    _, _, frames_per_block, latent_height, latent_width = block_shape
+    tokens_per_frame = (latent_height // 2) * (latent_width // 2)  # the DiT's 2x2 patches
+    dtypes = {name: compute_dtype(patcher) for name, (patcher, _) in models.items()}
+    kv_bytes = sum(kv_cache_bytes(module, tokens_per_frame=tokens_per_frame, max_frames=max_frames, batch_size=1,
+                                  dtype=dtypes[name], local_attn_frames=local_attn_frames)
+                   for name, (_, module) in models.items())
+    activation_bytes = max(patcher.memory_required(list(block_shape)) for patcher, _ in models.values())
+    comfy.model_management.load_models_gpu([patcher for patcher, _ in models.values()],
+                                           memory_required=kv_bytes + activation_bytes)
+    runners = {}
+    for name, (patcher, module) in models.items():
+        runner = CausalWanRunner(module, latent_height=latent_height, latent_width=latent_width,
+                                 max_frames=max_frames, frames_per_block=frames_per_block,
+                                 local_attn_frames=local_attn_frames, sink_frames=sink_frames, batch_size=1,
+                                 device=patcher.load_device, dtype=dtypes[name])
+        runners[name] = PlacedRunner(runner, patcher, activation_bytes)
+        runners[name].reset(context)
+    return runners
 
 
 class PlacedRouter:
@@ -326,48 +370,23 @@ class SDVGSpeculativeVideo:
         check_router(router)
         context = text_context(positive, wan_latent_space(target_module)["text width"])
         decoder = WanStreamingDecoder(vae, target.model.process_latent_out)  # checks it is the Wan 2.1 VAE
-        window = local_attn_frames if local_attn_frames > 0 else None
+        window = check_window(local_attn_frames, sink_frames, frames_per_block)
 
         effective_tau = {"speculative": float(tau), "target only": math.inf, "draft only": -math.inf}[mode]
         # The baselines leave a model out entirely (no weights loaded, no KV cache): the target-only run never calls
         # the drafter, a draft-only run without the forced first block never calls the target.
-        needs_drafter = mode != "target only"
-        needs_target = mode != "draft only" or force_target_first_block
-
-        latent_height, latent_width = height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT
-        max_frames = num_blocks * frames_per_block
-        block_shape = (1, LATENT_CHANNELS, frames_per_block, latent_height, latent_width)
-        tokens_per_frame = (latent_height // 2) * (latent_width // 2)
-        placements = []  # (name, patcher, module, compute dtype, KV-cache bytes)
-        for name, patcher, module, needed in (("target", target, target_module, needs_target),
-                                              ("drafter", drafter, drafter_module, needs_drafter)):
-            if needed:
-                dtype = compute_dtype(patcher)
-                placements.append((name, patcher, module, dtype, kv_cache_bytes(
-                    module, tokens_per_frame=tokens_per_frame, max_frames=max_frames, batch_size=1, dtype=dtype,
-                    local_attn_frames=window)))
-        kv_bytes = sum(placement[4] for placement in placements)
-        # Load the models with room for their KV caches (allocated next, they stay on the device for the whole run)
-        # plus one block's activations; when they do not fit together, ComfyUI loads what fits and PlacedRunner
-        # swaps them back in before their calls.
-        activation_bytes = max(patcher.memory_required(list(block_shape)) for _, patcher, *_ in placements)
-        comfy.model_management.load_models_gpu([placement[1] for placement in placements],
-                                               memory_required=kv_bytes + activation_bytes)
-
-        runners = {"drafter": None, "target": None}
-        for name, patcher, module, dtype, _ in placements:
-            runner = PlacedRunner(
-                CausalWanRunner(module, latent_height=latent_height, latent_width=latent_width, max_frames=max_frames,
-                                frames_per_block=frames_per_block, local_attn_frames=window, sink_frames=sink_frames,
-                                batch_size=1, device=patcher.load_device, dtype=dtype),
-                patcher, activation_bytes)
-            runner.reset(context)
-            runners[name] = runner
+        models = {}
+        if mode != "draft only" or force_target_first_block:
+            models["target"] = (target, target_module)
+        if mode != "target only":
+            models["drafter"] = (drafter, drafter_module)
+        block_shape = (1, LATENT_CHANNELS, frames_per_block, height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT)
+        runners = place_runners(models, context, block_shape, num_blocks * frames_per_block, window, sink_frames)
 
         stats = {}
         with torch.no_grad():
             latent, frames = speculative_generate(
-                runners["drafter"], runners["target"], decoder, PlacedRouter(router), router_prompt,
+                runners.get("drafter"), runners.get("target"), decoder, PlacedRouter(router), router_prompt,
                 num_blocks=num_blocks, block_shape=block_shape, tau=effective_tau, drafter_sigmas=drafter_steps,
                 target_sigmas=target_steps, seed=seed, force_target_first_block=force_target_first_block,
                 aggregation=router.aggregation,

@@ -185,7 +185,7 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
                     target_positions[k] = n
 
         # Accept: the batch advances to the first segment that some sample rejects (inclusive), else all.
-        # (written so that an infinite increment does not make round 0's threshold 0 * inf = nan)
+        # Round 0 skips the increment so that an infinite increment does not give 0 * inf = nan.
         tau = float(threshold) + (round_index * float(increment) if round_index else 0.0)
         round_distances = [draft_target_distance(drafts[k + 1], targets[k], metric) for k in range(num_drafts)]
         rejected = [bool((d > tau).any()) for d in round_distances]

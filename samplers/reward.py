@@ -71,8 +71,8 @@ def preprocess_frames(frames, image_size=224):
 
     frames: [F, H, W, C] float in 0..1 (C = 3; an alpha channel is dropped, one channel is repeated).
     Returns [F, 3, image_size, image_size] float32, CLIP-normalised, on the frames' device: the short side resized
-    to `image_size` with antialiased bicubic (the filter PIL uses), values clamped to 0..1 as PIL's 8-bit output
-    is, centre crop (torchvision's rounding), then (x - mean) / std.
+    to `image_size` with antialiased bicubic (the filter PIL uses), horizontal then vertical, each pass rounded to
+    8-bit levels as PIL's are, centre crop (torchvision's rounding), then (x - mean) / std.
     """
     if frames.ndim == 3:
         frames = frames[None]
@@ -85,9 +85,12 @@ def preprocess_frames(frames, image_size=224):
     pixels = pixels[..., :3].permute(0, 3, 1, 2)
     height, width = pixels.shape[-2:]
     new_height, new_width = resized_size(height, width, image_size)
-    if (new_height, new_width) != (height, width):
-        pixels = F.interpolate(pixels, size=(new_height, new_width), mode="bicubic", antialias=True,
-                               align_corners=False).clamp_(0.0, 1.0)
+    # ImageReward was trained and is published with PIL's resize: two passes (horizontal, then vertical), each
+    # rounded to 8 bits. Doing the same keeps the pack's scores within PIL's fixed-point rounding of the package's.
+    for size in ((height, new_width), (new_height, new_width)):
+        if size != tuple(pixels.shape[-2:]):
+            pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False)
+            pixels = pixels.clamp_(0.0, 1.0).mul_(255.0).round_().div_(255.0)
     top = int(round((new_height - image_size) / 2.0))
     left = int(round((new_width - image_size) / 2.0))
     pixels = pixels[:, :, top: top + image_size, left: left + image_size]

@@ -19,7 +19,7 @@ v = noise - x0, so that x0 = x - sigma * v.
 """
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -155,7 +155,9 @@ def model_device(model):
 def _patch_input_dtype(model):
     weight = model.patch_embedding.weight
     # ComfyUI keeps patch_embedding in float32 (and casts other storage dtypes on the fly): feed it float32.
-    if getattr(model.patch_embedding, "comfy_cast_weights", False) or weight.dtype not in (torch.float16, torch.bfloat16):
+    if getattr(model.patch_embedding, "comfy_cast_weights", False):
+        return torch.float32
+    if weight.dtype not in (torch.float16, torch.bfloat16):
         return torch.float32
     return weight.dtype
 
@@ -239,11 +241,21 @@ def self_attention_qkv(attention, x, cos, sin):
 
 
 def cross_attention_kv(attention, context):
-    """Text K, V of a cross-attention layer: context [B, L, dim] (after text_embedding) -> two [B, L, heads, head_dim]."""
+    """Text K, V of a cross-attention layer: context [B, L, dim] (after text_embedding) -> two
+    [B, L, heads, head_dim]."""
     heads, head_dim = attention.num_heads, attention.head_dim
     k = attention.norm_k(attention.k(context)).unflatten(-1, (heads, head_dim))
     v = attention.v(context).unflatten(-1, (heads, head_dim))
     return k, v
+
+
+def pad_text(context, length=512):
+    """Zero-pad a text context [B, L, text_dim] to `length` tokens, as Wan (and Self-Forcing) do inside the model
+    with text_len = 512. ComfyUI's umT5 encoder already returns 512 tokens with the padding zeroed, so ComfyUI
+    conditioning needs no padding; use this for raw umT5 outputs cut to the prompt length."""
+    if context.shape[1] >= length:
+        return context
+    return torch.cat([context, context.new_zeros(context.shape[0], length - context.shape[1], context.shape[2])], 1)
 
 
 def attend(q, k, v, mask=None):
@@ -310,21 +322,6 @@ def expand_timestep(timestep, batch, frames, device):
     return timestep
 
 
-def attended_frames(block_end, num_frames_before, local_attn_frames=None, sink_frames=0):
-    """Which absolute frames g < block_end a block ending (exclusively) at frame `block_end` attends to.
-
-    Self-Forcing's rule (its `local_attn_size` / `sink_size` with a KV cache of `local_attn_size` frames): without
-    a window every earlier frame; with a window of W frames the block sees the first `sink_frames` frames plus the
-    most recent W - sink_frames frames up to and including itself (W frames in total once the video is longer).
-    Returns a boolean tensor [block_end].
-    """
-    frames = torch.arange(block_end)
-    keep = torch.ones(block_end, dtype=torch.bool)
-    if local_attn_frames is not None:
-        keep = (frames < sink_frames) | (frames >= block_end - (local_attn_frames - sink_frames))
-    return keep
-
-
 def validate_window(frames_per_block, local_attn_frames, sink_frames):
     if frames_per_block is not None and (not isinstance(frames_per_block, int) or frames_per_block < 1):
         raise ValueError(f"frames_per_block must be a positive integer or None (got {frames_per_block!r})")
@@ -344,9 +341,12 @@ def block_causal_mask(num_frames, tokens_per_frame, frames_per_block, frame_offs
     """Boolean attention mask [L, L] (True = attend), L = num_frames * tokens_per_frame.
 
     Frame f of the sequence has absolute index a = frame_offset + f and block a // frames_per_block. A token of frame
-    f attends to the tokens of frame g iff block(g) <= block(f) and, with a local window, g is among the frames
-    `attended_frames` keeps for f's block (the first `sink_frames` absolute frames and the last
-    local_attn_frames - sink_frames frames up to the end of f's block).
+    f attends to the tokens of frame g iff block(g) <= block(f) and, with a local window, g is one of the first
+    `sink_frames` absolute frames or one of the last local_attn_frames - sink_frames frames up to the end of f's block.
+
+    This is Self-Forcing's `local_attn_size` / `sink_size` rule: its KV cache holds `local_attn_size` frames and,
+    when full, evicts the oldest frames after the sink, so a block sees `local_attn_frames` frames in total (sink and
+    itself included) once the video is long enough; its training mask is the same window without a sink.
     """
     validate_window(frames_per_block, local_attn_frames, sink_frames)
     absolute = torch.arange(num_frames) + frame_offset

@@ -20,7 +20,11 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run as a script, the pack's root is not importable yet; appended (never put first) so that an importer's own path
+# order (e.g. ComfyUI's `nodes` ahead of this pack's nodes/ package in the tests) stays intact.
+PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if PACK_ROOT not in sys.path:
+    sys.path.append(PACK_ROOT)
 
 from samplers.wan import WanDiT, WanFormatError, infer_config, strip_wan_prefix  # noqa: E402
 
@@ -71,7 +75,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="Self-Forcing checkpoint (.pt)")
     parser.add_argument("destination", help="output .safetensors path")
-    parser.add_argument("--key", default="generator_ema", help="state dict inside the checkpoint (default generator_ema)")
+    parser.add_argument("--key", default="generator_ema",
+                        help="state dict inside the checkpoint (default generator_ema)")
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="dtype of the saved weights")
     args = parser.parse_args(argv)
     config = convert(args.source, args.destination, key=args.key, dtype=DTYPES[args.dtype])

@@ -76,23 +76,36 @@ def med_config_for(config):
 @torch.no_grad()
 def random_image_reward(config, seed=0):
     """An ImageReward with random weights scaled so that rewards vary by O(1) across images and prompts
-    (the published initialisation gives a nearly constant head output, which would make comparisons blind)."""
+    (the published initialisation gives a nearly constant head output, which would make comparisons blind).
+
+    Each tensor is a window, at a random offset, of one pool of standard normal numbers: drawing the 0.4 billion
+    numbers of the full size one by one would take longer than the tests that use them.
+    """
     generator = torch.Generator().manual_seed(seed)
-    model = ImageReward(config, device="cpu", dtype=torch.float32)
-    for name, tensor in model.state_dict(keep_vars=True).items():
+    # Built on meta and materialised empty: torch's default initialisation would cost as much as filling it.
+    model = ImageReward(config, device="meta", dtype=torch.float32).to_empty(device="cpu")
+    tensors = model.state_dict(keep_vars=True)
+    largest = max(tensor.numel() for tensor in tensors.values())
+    pool = torch.randn(largest + (1 << 20), generator=generator)
+
+    def normal(shape):
+        count = math.prod(shape)
+        offset = int(torch.randint(0, pool.numel() - count + 1, (1,), generator=generator))
+        return pool[offset: offset + count].view(shape)
+
+    for name, tensor in tensors.items():
         if not tensor.is_floating_point():
-            continue
-        if name.endswith(("LayerNorm.weight", "norm1.weight", "norm2.weight", "norm.weight")):
-            tensor.copy_(1.0 + 0.1 * torch.randn(tensor.shape, generator=generator))
+            tensor.copy_(torch.arange(tensor.shape[-1]).expand_as(tensor))  # position_ids
+        elif name.endswith(("LayerNorm.weight", "norm1.weight", "norm2.weight", "norm.weight")):
+            tensor.copy_(1.0 + 0.1 * normal(tensor.shape))
         elif name.endswith("bias"):
-            tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+            tensor.copy_(0.1 * normal(tensor.shape))
         elif name.endswith(("cls_token", "pos_embed")):
-            tensor.copy_(0.5 * torch.randn(tensor.shape, generator=generator))
+            tensor.copy_(0.5 * normal(tensor.shape))
         elif "embeddings" in name:
-            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+            tensor.copy_(normal(tensor.shape))
         else:
-            fan_in = math.prod(tensor.shape[1:])
-            tensor.copy_(torch.randn(tensor.shape, generator=generator) / math.sqrt(fan_in))
+            tensor.copy_(normal(tensor.shape) / math.sqrt(math.prod(tensor.shape[1:])))
     return model.eval().requires_grad_(False)
 
 

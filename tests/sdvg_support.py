@@ -90,3 +90,17 @@ class MeanBrightnessRouter:
     def score(self, frames, prompt):
         self.calls.append((frames.shape[0], prompt))
         return frames.float().mean(dim=(1, 2, 3)) + self.offset
+
+
+class ScriptedRouter:
+    """A REWARD_ROUTER for tests whose k-th call gives every frame the score `scores[k]`; records every call."""
+
+    def __init__(self, scores, aggregation="min"):
+        self.scores = list(scores)
+        self.aggregation = aggregation
+        self.calls = []  # (number of frames, prompt) per score() call
+
+    def score(self, frames, prompt):
+        value = self.scores[len(self.calls)]
+        self.calls.append((frames.shape[0], prompt))
+        return torch.full((frames.shape[0],), float(value))

@@ -201,15 +201,19 @@ def test_pt_weights_are_read_with_weights_only(tmp_path):
         load_state_dict_file(path)
 
 
-def test_safetensors_conversion_scores_like_the_pt_file(tiny_folder, tiny_router, tmp_path):
+def test_safetensors_conversion_keeps_every_tensor_and_the_scores(tiny_folder, tiny_router, tmp_path):
     folder, weights, _ = tiny_folder
     converted = str(tmp_path / "ImageReward.safetensors")
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_image_reward.py"), weights,
                              converted], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    original, safetensors = load_state_dict_file(weights), load_state_dict_file(converted)
+    assert original.keys() == safetensors.keys()
+    assert all(torch.equal(original[key], safetensors[key]) for key in original)
     router = load_image_reward_router(converted, [folder], frames_per_batch=None)
     frames = random_frames(3, 40, 72, seed=5)
-    assert torch.equal(router.score(frames, PROMPTS[0]), tiny_router.score(frames, PROMPTS[0]))
+    torch.testing.assert_close(router.score(frames, PROMPTS[0]), tiny_router.score(frames, PROMPTS[0]), atol=1e-6,
+                               rtol=0)
 
 
 def test_missing_position_ids_buffer_is_rebuilt(tiny_folder, tmp_path):
@@ -320,7 +324,7 @@ def test_reward_is_the_normalised_head_output_of_the_first_text_token(tiny_route
     frames = random_frames(2, 40, 72, seed=7)
     ids, mask = tokenizer.encode(PROMPTS[0])
     with torch.no_grad():
-        image_embeds = model.blip.visual_encoder(preprocess_frames(frames))
+        image_embeds = model.blip.visual_encoder(preprocess_frames(frames, model.config.image_size))
         hidden = model.blip.text_encoder(model.encode_text(torch.tensor([ids])), image_embeds, torch.tensor([mask]))
         head = model.mlp(hidden[:, 0]).squeeze(-1)
     torch.testing.assert_close(tiny_router.score(frames, PROMPTS[0]), (head - REWARD_MEAN) / REWARD_STD, atol=1e-5,
@@ -329,7 +333,7 @@ def test_reward_is_the_normalised_head_output_of_the_first_text_token(tiny_route
 
 def test_dropping_padding_equals_masking_it(tiny_router):
     model, tokenizer = tiny_router.model, tiny_router.tokenizer
-    pixels = preprocess_frames(random_frames(3, 40, 72, seed=8))
+    pixels = preprocess_frames(random_frames(3, 40, 72, seed=8), model.config.image_size)
     ids, mask = tokenizer.encode(PROMPTS[1])
     with torch.no_grad():
         padded = model.reward(pixels, model.encode_text(torch.tensor([ids])), torch.tensor([mask]))

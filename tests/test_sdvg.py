@@ -253,3 +253,48 @@ def test_generate_block_renoises_with_the_lcm_rule():
 def test_increasing_sigmas_raise():
     with pytest.raises(ValueError, match="decreasing"):
         generate_block(ConstantVelocity(None), BLOCK_SHAPE, [0.5, 0.9], torch.Generator())
+
+
+class ClockedRunner:
+    """A fake runner whose calls advance a model clock by fixed costs (no real model)."""
+
+    def __init__(self, clock, predict_cost, commit_cost):
+        self.clock, self.predict_cost, self.commit_cost = clock, predict_cost, commit_cost
+        self.committed_frames = 0
+        self.frames_per_block = BLOCK_SHAPE[2]
+
+    def predict(self, block, sigma):
+        self.clock[0] += self.predict_cost
+        return torch.zeros_like(block)
+
+    def commit(self, block):
+        self.clock[0] += self.commit_cost
+
+
+class ClockedDecoder(StreamingDecoder):
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def decode(self, latent):
+        self.clock[0] += 2.0
+        return super().decode(latent)
+
+
+def clocked_run(monkeypatch, tau, scores=()):
+    import samplers.sdvg as sdvg
+
+    clock = [0.0]
+    monkeypatch.setattr(sdvg.time, "perf_counter", lambda: clock[0])
+    stats = {}
+    speculative_generate(ClockedRunner(clock, 1.0, 1.0), ClockedRunner(clock, 10.0, 7.0), ClockedDecoder(clock),
+                         ScriptedRouter(scores), "", num_blocks=4, block_shape=BLOCK_SHAPE, tau=tau, stats=stats)
+    return stats
+
+
+def test_estimated_target_only_seconds_equal_a_target_only_run_under_a_model_clock(monkeypatch):
+    target_only = clocked_run(monkeypatch, math.inf)
+    assert target_only["seconds"] == 4 * (4 * 10.0 + 2.0) + 3 * 7.0
+    mixed = clocked_run(monkeypatch, 0.0, [[1.0] * 3, [-1.0] * 3, [1.0] * 3])
+    assert mixed["estimated_target_only_seconds"] == target_only["seconds"]
+    assert mixed["estimated_speedup"] == target_only["seconds"] / mixed["seconds"]

@@ -3,8 +3,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from samplers.wan import (WanConfig, WanDiT, WanFormatError, block_causal_mask, infer_config, load_wan,
-                          load_wan_state_dict, rope_axes, save_wan)
+from samplers.wan import (WanConfig, WanFormatError, block_causal_mask, infer_config, load_wan,
+                          load_wan_state_dict, pad_text, rope_axes, save_wan)
 from wan_support import TINY, tiny_inputs, tiny_wan, single_thread  # noqa: F401  (autouse fixture)
 
 ORIGINAL_NAMES = ["patch_embedding.weight", "text_embedding.0.weight", "text_embedding.2.weight",
@@ -188,3 +188,10 @@ def test_converter_command_line(tmp_path, capsys):
     main([source, destination, "--dtype", "fp16"])
     assert "dim 128" in capsys.readouterr().out
     assert load_file(destination)["head.modulation"].dtype == torch.float16
+
+
+def test_pad_text_appends_zero_tokens_up_to_512():
+    context = torch.randn(2, 7, 32)
+    padded = pad_text(context)
+    assert padded.shape == (2, 512, 32)
+    assert torch.equal(padded[:, :7], context) and not padded[:, 7:].any()

@@ -1,0 +1,413 @@
+"""The benchmark: DTS and SDVG against their baselines on the toy world's tiny models, in one run.
+
+Every figure is measured in this run and also given as a ratio to its baseline from the same run:
+- DTS (one model, the target, as an ordinary denoiser of the whole clip): Euler-100 (baseline), Euler-50,
+  Euler-10, DTS at the paper's settings (strides 10/2, chunk 6, increment 1.5, threshold tuned for this world)
+  and sweeps over the chunk and the threshold. All DTS runs use the same 100-step fine schedule as Euler-100.
+- SDVG (block-autoregressive with KV caches): target-only (tau = +inf, baseline), draft-only (tau = -inf) and
+  SDVG at several tau, with the world's analytic quality score as the router.
+
+Columns say what transfers to other hardware: `calls` are sequential model invocations (the latency on hardware
+that runs a batch in the time of one sample), `evals` are per-sample evaluations (the compute); `wall` is CPU wall
+time on this machine, where a batch of K costs about K times one sample, so DTS's CPU wall time does NOT show the
+latency it saves on a GPU.
+"""
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from samplers.causal import CausalWanRunner
+from samplers.dts import sample_dts
+from samplers.sdvg import SELF_FORCING_SIGMAS, speculative_generate
+
+from .check import IdentityDecoder, WorldRouter, analyse
+from .models import FlowDenoiser, euler_sample, flow_sigmas, load_model
+from .world import DEFAULT_WORLD, latent_to_frames, sample_clip
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# DTS: the paper's strides, chunk and increment; the threshold is the L2 distance (whole clip, [-1, 1] latent
+# units) tuned for this world (see docs/bench.md: the paper's 10-11 are for 64x64 / 128x128 RGB videos).
+FINE_STEPS = 100
+SHIFT = 3.0  # Wan-style shift of the flow schedule (more steps at high noise)
+DTS_PAPER = dict(draft_stride=10, target_stride=2, chunk=6, threshold=2.0, increment=1.5)
+# SDVG: the drafter runs 4 steps (the Self-Forcing schedule), the target 8 steps of a shifted schedule; neither
+# model is step-distilled, so the target needs more steps than a distilled Self-Forcing model would.
+DRAFTER_SIGMAS = SELF_FORCING_SIGMAS
+TARGET_SIGMAS = tuple(float(s) for s in flow_sigmas(8, shift=SHIFT)[:-1])
+
+
+@dataclass
+class Settings:
+    """What one benchmark run measures. `quick()` is the README's main-job command, `tiny()` the test's."""
+    dts_seeds: int = 32
+    sdvg_seeds: int = 48
+    euler_steps: tuple = (100, 50, 10)
+    chunks: tuple = (2, 4, 6, 8, 10)
+    thresholds: tuple = (0.5, 1.0, 2.0, 4.0, 8.0)
+    taus: tuple = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
+    strip_seed: int = 3
+    seed_offset: int = 1000  # benchmark seeds are disjoint from the training stream and the tests' fixed seed
+    threads: int = 2
+    label: str = "full"
+
+    @classmethod
+    def quick(cls):
+        return cls(dts_seeds=8, sdvg_seeds=16, chunks=(2, 6, 10), thresholds=(1.0, 2.0, 4.0),
+                   taus=(0.5, 0.7, 0.8, 0.9, 0.95), label="quick")
+
+    @classmethod
+    def tiny(cls):
+        return cls(dts_seeds=1, sdvg_seeds=1, chunks=(6,), thresholds=(2.0,), taus=(0.8,), label="tiny")
+
+
+def _clock():
+    return time.perf_counter()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DTS
+
+def dts_methods(settings):
+    """[(name, kind, options)] in table order; kind "euler" (options: steps) or "dts" (sample_dts options)."""
+    methods = [(f"Euler-{n}", "euler", dict(steps=n)) for n in settings.euler_steps]
+    paper = dict(DTS_PAPER)
+    methods.append((f"DTS paper (chunk {paper['chunk']}, thr {paper['threshold']:g})", "dts", paper))
+    for chunk in settings.chunks:
+        if chunk != paper["chunk"]:
+            methods.append((f"DTS chunk {chunk}", "dts", dict(paper, chunk=chunk)))
+    for threshold in settings.thresholds:
+        if threshold != paper["threshold"]:
+            methods.append((f"DTS thr {threshold:g}", "dts", dict(paper, threshold=threshold)))
+    return methods
+
+
+def initial_noise(seed, world=DEFAULT_WORLD):
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn((1, world.channels, world.frames, world.height, world.width), generator=generator)
+
+
+def run_dts_method(model, kind, options, condition, seed, fine_sigmas, world=DEFAULT_WORLD):
+    """One sample: returns (clip [C, T, H, W], calls, evals, seconds)."""
+    denoiser = FlowDenoiser(model, condition.tokens()[None], world.frames_per_block)
+    x = initial_noise(seed, world)
+    start = _clock()
+    if kind == "euler":
+        out = euler_sample(denoiser, x, flow_sigmas(options["steps"], shift=SHIFT))
+    else:
+        out = sample_dts(denoiser, x, fine_sigmas, disable=True, **options)
+    seconds = _clock() - start
+    return out[0], denoiser.calls, denoiser.evals, seconds
+
+
+def run_dts(model, settings, world=DEFAULT_WORLD, log=print):
+    """Per method: mean calls, evals, seconds, distance to Euler-100 (RMS per value and L2), success rate."""
+    fine_sigmas = flow_sigmas(FINE_STEPS, shift=SHIFT)
+    methods = dts_methods(settings)
+    rows = {name: dict(name=name, kind=kind, options=options, calls=[], evals=[], seconds=[], rms=[], l2=[],
+                       success=[]) for name, kind, options in methods}
+    clips = {}
+    baseline = methods[0][0]
+    for index in range(settings.dts_seeds):
+        seed = settings.seed_offset + index
+        condition, _ = sample_clip(seed, world)
+        reference = None
+        for name, kind, options in methods:
+            clip, calls, evals, seconds = run_dts_method(model, kind, options, condition, seed, fine_sigmas, world)
+            if reference is None:
+                reference = clip
+            row = rows[name]
+            row["calls"].append(calls)
+            row["evals"].append(evals)
+            row["seconds"].append(seconds)
+            difference = (clip - reference).flatten()
+            row["l2"].append(float(difference.norm()))
+            row["rms"].append(float(difference.norm() / math.sqrt(difference.numel())))
+            row["success"].append(bool(analyse(clip, condition, world).success))
+            if index == 0:
+                clips[name] = clip
+        log(f"  DTS seed {index + 1}/{settings.dts_seeds}: " + ", ".join(
+            f"{name.split(' (')[0]} {'ok' if rows[name]['success'][-1] else '--'}" for name, _, _ in methods[:4]))
+    summary = []
+    for name, _, _ in methods:
+        row = rows[name]
+        summary.append(dict(name=name, options=row["options"], calls=_mean(row["calls"]), evals=_mean(row["evals"]),
+                            seconds=_mean(row["seconds"]), rms=_mean(row["rms"]), l2=_mean(row["l2"]),
+                            success=_mean(row["success"]), seeds=len(row["success"])))
+    return dict(baseline=baseline, rows=summary, clips=clips, seed=settings.seed_offset)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# SDVG
+
+def sdvg_methods(settings):
+    methods = [("target-only", math.inf), ("draft-only", -math.inf)]
+    methods += [(f"SDVG tau {tau:g}", float(tau)) for tau in settings.taus]
+    return methods
+
+
+def make_runner(model, world=DEFAULT_WORLD):
+    return CausalWanRunner(model, latent_height=world.height, latent_width=world.width, max_frames=world.frames,
+                           frames_per_block=world.frames_per_block)
+
+
+def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAULT_WORLD):
+    """One clip: returns (clip [C, T, H, W], stats, seconds)."""
+    context = condition.tokens()[None]
+    drafter, target = make_runner(drafter_model, world), make_runner(target_model, world)
+    drafter.reset(context)
+    target.reset(context)
+    decoder = IdentityDecoder()
+    router = WorldRouter(condition, history=decoder.committed_frames, aggregation="min", world=world)
+    stats = {}
+    start = _clock()
+    latent, _ = speculative_generate(
+        drafter, target, decoder, router, condition.describe(), num_blocks=world.num_blocks,
+        block_shape=(1, world.channels, world.frames_per_block, world.height, world.width), tau=tau,
+        drafter_sigmas=DRAFTER_SIGMAS, target_sigmas=TARGET_SIGMAS, seed=seed, stats=stats)
+    seconds = _clock() - start
+    return latent[0], stats, seconds
+
+
+def run_sdvg(drafter_model, target_model, settings, world=DEFAULT_WORLD, log=print):
+    methods = sdvg_methods(settings)
+    rows = {name: dict(name=name, tau=tau, seconds=[], accept=[], quality=[], success=[], target_blocks=[],
+                       drafted=[]) for name, tau in methods}
+    clips = {}
+    for index in range(settings.sdvg_seeds):
+        seed = settings.seed_offset + index
+        condition, _ = sample_clip(seed, world)
+        for name, tau in methods:
+            clip, stats, seconds = run_sdvg_once(drafter_model, target_model, condition, seed, tau, world)
+            analysis = analyse(clip, condition, world)
+            row = rows[name]
+            row["seconds"].append(seconds)
+            row["drafted"].append(stats["drafted_blocks"])
+            row["accept"].append(stats["accepted_blocks"])
+            row["target_blocks"].append(sum(1 for b in stats["blocks"] if b["source"] == "target"))
+            row["quality"].append(float(analysis.quality.mean()))
+            row["success"].append(bool(analysis.success))
+            if index == 0:
+                clips[name] = clip
+        log(f"  SDVG seed {index + 1}/{settings.sdvg_seeds}: " + ", ".join(
+            f"{name} {'ok' if rows[name]['success'][-1] else '--'}" for name, _ in methods[:3]))
+    summary = []
+    for name, tau in methods:
+        row = rows[name]
+        drafted = sum(row["drafted"])
+        summary.append(dict(name=name, tau=tau, seconds=_mean(row["seconds"]),
+                            accept=(sum(row["accept"]) / drafted) if drafted else None,
+                            target_blocks=_mean(row["target_blocks"]), quality=_mean(row["quality"]),
+                            success=_mean(row["success"]), seeds=len(row["success"])))
+    return dict(baseline="target-only", rows=summary, clips=clips, seed=settings.seed_offset)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tables
+
+def _mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _ratio(value, base):
+    if value is None or base is None or base == 0 or (isinstance(base, float) and math.isnan(base)):
+        return "n/a"
+    return f"{value / base:.2f}x"
+
+
+def dts_table(dts):
+    """Markdown table of the DTS results; every figure with its ratio to Euler-100 of the same run."""
+    base = dts["rows"][0]
+    lines = ["| method | calls (sequential) | evals (compute) | wall, CPU ms (speed-up) | distance to Euler-100, RMS "
+             "(L2) | success |",
+             "|---|---|---|---|---|---|"]
+    for row in dts["rows"]:
+        lines.append(
+            f"| {row['name']} | {row['calls']:.1f} ({_ratio(row['calls'], base['calls'])}) "
+            f"| {row['evals']:.1f} ({_ratio(row['evals'], base['evals'])}) "
+            f"| {1000 * row['seconds']:.0f} ({_ratio(base['seconds'], row['seconds'])}) "
+            f"| {row['rms']:.4f} ({row['l2']:.2f}) "
+            f"| {100 * row['success']:.0f}% ({_ratio(row['success'], base['success'])}) |")
+    return "\n".join(lines)
+
+
+def sdvg_table(sdvg):
+    """Markdown table of the SDVG results; ratios to target-only of the same run."""
+    base = sdvg["rows"][0]
+    lines = ["| method | wall, CPU ms | speedup | accept | target blocks | router score (retention) "
+             "| success (retention) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in sdvg["rows"]:
+        accept = "n/a" if row["accept"] is None else f"{100 * row['accept']:.0f}%"
+        lines.append(
+            f"| {row['name']} | {1000 * row['seconds']:.0f} | {_ratio(base['seconds'], row['seconds'])} "
+            f"| {accept} | {row['target_blocks']:.2f} "
+            f"| {row['quality']:.3f} ({_ratio(row['quality'], base['quality'])}) "
+            f"| {100 * row['success']:.0f}% ({_ratio(row['success'], base['success'])}) |")
+    return "\n".join(lines)
+
+
+def machine_description(threads):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {threads} thread(s), "
+            f"Python {platform.python_version()}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Pictures
+
+def plot_frontiers(dts, sdvg, path):
+    """PNG with the two quality-speed frontiers (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    base = dts["rows"][0]
+    for row in dts["rows"]:
+        calls_speedup = base["calls"] / row["calls"]
+        marker = "s" if row["name"].startswith("Euler") else "o"
+        left.scatter(calls_speedup, 100 * row["success"], marker=marker,
+                     color="tab:gray" if marker == "s" else "tab:blue")
+        left.annotate(row["name"].replace("DTS ", "").split(" (")[0], (calls_speedup, 100 * row["success"]),
+                      fontsize=7, xytext=(3, 3), textcoords="offset points")
+    left.set_xscale("log")
+    left.set_xlabel("speed-up in sequential model calls vs Euler-100 (latency on parallel hardware)")
+    left.set_ylabel("success rate (%)")
+    left.set_title("DTS vs Euler (same model)")
+    left.grid(alpha=0.3)
+
+    base = sdvg["rows"][0]
+    xs, ys = [], []
+    for row in sdvg["rows"]:
+        speedup = base["seconds"] / row["seconds"]
+        retention = row["quality"] / base["quality"]
+        colour = "tab:gray" if not row["name"].startswith("SDVG") else "tab:orange"
+        right.scatter(speedup, 100 * retention, color=colour)
+        right.annotate(row["name"].replace("SDVG ", ""), (speedup, 100 * retention), fontsize=7, xytext=(3, 3),
+                       textcoords="offset points")
+        if row["name"].startswith("SDVG"):
+            xs.append(speedup)
+            ys.append(100 * retention)
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    right.plot([xs[i] for i in order], [ys[i] for i in order], color="tab:orange", alpha=0.5)
+    right.set_xlabel("speed-up in CPU wall time vs target-only")
+    right.set_ylabel("router score retention vs target-only (%)")
+    right.set_title("SDVG: drafter + router + target")
+    right.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _labelled_row(frames, label, scale):
+    """frames [T, H, W, 3] 0..1 -> PIL image: the label, then the frames side by side, upscaled."""
+    from PIL import Image, ImageDraw
+
+    frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    count, height, width = frames.shape[:3]
+    label_width = 150
+    image = Image.new("RGB", (label_width + count * (width * scale + 2), height * scale + 4), (40, 40, 40))
+    ImageDraw.Draw(image).text((4, height * scale // 2 - 6), label, fill=(230, 230, 230))
+    for t in range(count):
+        tile = Image.fromarray(frames[t]).resize((width * scale, height * scale), Image.NEAREST)
+        image.paste(tile, (label_width + t * (width * scale + 2), 2))
+    return image
+
+
+def write_strip(rows, path, scale=6):
+    """rows: [(label, clip [C, T, H, W])] -> one PNG, a row per method."""
+    from PIL import Image
+
+    images = [_labelled_row(latent_to_frames(clip), label, scale) for label, clip in rows]
+    strip = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), (40, 40, 40))
+    top = 0
+    for image in images:
+        strip.paste(image, (0, top))
+        top += image.height
+    strip.save(path)
+
+
+def write_gif(rows, path, scale=8):
+    """rows: [(label, clip)] -> an animated GIF, the methods side by side, one frame per video frame."""
+    from PIL import Image, ImageDraw
+
+    clips = [(label, (latent_to_frames(clip).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+             for label, clip in rows]
+    count, height, width = clips[0][1].shape[:3]
+    cell = width * scale
+    pictures = []
+    for t in range(count):
+        image = Image.new("RGB", (len(clips) * (cell + 4), height * scale + 18), (40, 40, 40))
+        draw = ImageDraw.Draw(image)
+        for i, (label, frames) in enumerate(clips):
+            tile = Image.fromarray(frames[t]).resize((cell, height * scale), Image.NEAREST)
+            image.paste(tile, (i * (cell + 4), 16))
+            draw.text((i * (cell + 4) + 2, 2), label[:22], fill=(230, 230, 230))
+        pictures.append(image)
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=250, loop=0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None,
+        world=DEFAULT_WORLD):
+    """Run the benchmark; writes tables, JSON and pictures under out_dir and returns the results dict."""
+    settings = Settings.quick() if settings is None else settings
+    torch.set_num_threads(settings.threads)
+    target = load_model("target") if target is None else target
+    drafter = load_model("drafter") if drafter is None else drafter
+    os.makedirs(out_dir, exist_ok=True)
+    started = _clock()
+    log(f"DTS on the target model: {settings.dts_seeds} seed(s), {len(dts_methods(settings))} methods")
+    dts = run_dts(target, settings, world, log)
+    log(f"SDVG: {settings.sdvg_seeds} seed(s), {len(sdvg_methods(settings))} methods")
+    sdvg = run_sdvg(drafter, target, settings, world, log)
+    seconds = _clock() - started
+    machine = machine_description(settings.threads)
+    tables = (f"## DTS (target model, {settings.dts_seeds} seeds, 100-step fine schedule, shift {SHIFT:g})\n\n"
+              f"{dts_table(dts)}\n\n"
+              f"## SDVG (drafter 4 steps, target {len(TARGET_SIGMAS)} steps, {settings.sdvg_seeds} seeds, "
+              f"{world.num_blocks} blocks of {world.frames_per_block} frames)\n\n{sdvg_table(sdvg)}\n\n"
+              f"Machine: {machine}. Run `{settings.label}` took {seconds:.0f} s.\n")
+    paths = {"tables": os.path.join(out_dir, "tables.md"), "json": os.path.join(out_dir, "results.json")}
+    with open(paths["tables"], "w") as handle:
+        handle.write(tables)
+    serialisable = dict(settings=settings.__dict__, machine=machine, seconds=seconds,
+                        dts=dict(baseline=dts["baseline"], rows=dts["rows"]),
+                        sdvg=dict(baseline=sdvg["baseline"],
+                                  rows=[dict(r, tau=str(r["tau"])) for r in sdvg["rows"]]),
+                        target_sigmas=list(TARGET_SIGMAS), drafter_sigmas=list(DRAFTER_SIGMAS))
+    with open(paths["json"], "w") as handle:
+        json.dump(serialisable, handle, indent=1, default=str)
+    if pictures:
+        paths["plot"] = os.path.join(out_dir, "frontiers.png")
+        plot_frontiers(dts, sdvg, paths["plot"])
+        strip_rows = [(name, dts["clips"][name]) for name in ("Euler-100", "Euler-10") if name in dts["clips"]]
+        strip_rows.append(("DTS paper", dts["clips"][dts["rows"][3]["name"]]))
+        sdvg_names = [r["name"] for r in sdvg["rows"]]
+        middle = sdvg_names[2 + len(sdvg_names[2:]) // 2]
+        strip_rows += [(name, sdvg["clips"][name]) for name in ("target-only", "draft-only", middle)]
+        paths["strip"] = os.path.join(out_dir, "strip.png")
+        write_strip(strip_rows, paths["strip"])
+        paths["gif"] = os.path.join(out_dir, "clips.gif")
+        write_gif(strip_rows, paths["gif"])
+    log("")
+    log(tables)
+    log("wrote " + ", ".join(paths.values()))
+    return dict(dts=dts, sdvg=sdvg, tables=tables, paths=paths, seconds=seconds, machine=machine)

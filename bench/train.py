@@ -1,0 +1,190 @@
+"""Train the toy world's tiny Wan models with flow matching (block-causal, diffusion-forcing noise).
+
+    python -m bench.train --model target      # writes bench/weights/target.safetensors (+ target.json log)
+    python -m bench.train --model drafter
+    python -m bench.train --measure           # per-call cost of both architectures (FLOPs and CPU wall)
+
+Each training sample is a fresh clip of the world (bench/world.py) with its condition tokens as the text context.
+Noise is per block of 3 frames, in one of three patterns per sample, so one model learns every way it is used:
+- "uniform" (30%): every block at the same sigma -- an ordinary denoiser of the whole clip (DTS, Euler);
+- "prefix" (40%): blocks before a random block k are clean (sigma 0, as the KV cache holds them at t = 0),
+  block k is noisy, later blocks independent -- block-autoregressive generation (SDVG), teacher forcing;
+- "independent" (30%): every block its own sigma (diffusion forcing).
+The attention mask is block-causal throughout. The loss is the MSE of v = noise - x0 on noisy frames only.
+Sigmas are drawn half uniform, half logit-normal. Weights are saved in float16 with the original Wan names
+(samplers.wan.save_wan) from an exponential moving average of the trained weights.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from samplers.wan import save_wan
+
+from .models import MODEL_CONFIGS, WEIGHTS_DIR, build_model, model_config
+from .world import DEFAULT_WORLD, sample_batch
+
+DEFAULTS = {
+    # steps, batch, learning rate: sized for <= 20 minutes on 2 busy CPU cores
+    "target": dict(steps=650, batch=8, lr=8e-4),
+    "drafter": dict(steps=800, batch=8, lr=1e-3),
+}
+
+
+def block_sigmas(generator, batch, num_blocks):
+    """Per-sample, per-block sigmas [B, num_blocks] in [0, 1) following the three noise patterns."""
+    uniform = torch.rand(batch, num_blocks, generator=generator)
+    logit_normal = torch.sigmoid(torch.randn(batch, num_blocks, generator=generator))
+    pick = torch.rand(batch, num_blocks, generator=generator) < 0.5
+    sigmas = torch.where(pick, uniform, logit_normal).clamp(1e-3, 1.0 - 1e-4)
+    pattern = torch.rand(batch, generator=generator)
+    current = torch.randint(0, num_blocks, (batch,), generator=generator)
+    for b in range(batch):
+        if pattern[b] < 0.3:  # uniform
+            sigmas[b] = sigmas[b, 0]
+        elif pattern[b] < 0.7:  # prefix: clean context, noisy current block
+            sigmas[b, :current[b]] = 0.0
+    return sigmas
+
+
+def training_step(model, clips, context, generator, frames_per_block):
+    """Flow-matching loss on one batch: clips [B, C, T, H, W], context [B, L, text_dim]."""
+    batch, _, frames = clips.shape[:3]
+    num_blocks = frames // frames_per_block
+    sigma = block_sigmas(generator, batch, num_blocks).repeat_interleave(frames_per_block, dim=1)  # [B, T]
+    noise = torch.randn(clips.shape, generator=generator)
+    s = sigma[:, None, :, None, None]
+    noisy = (1.0 - s) * clips + s * noise
+    v = model(noisy, sigma * 1000.0, context, frames_per_block=frames_per_block)
+    weight = (sigma > 0).float()[:, None, :, None, None]
+    error = (v - (noise - clips)).pow(2) * weight
+    return error.sum() / (weight.sum() * clips.shape[1] * clips.shape[3] * clips.shape[4]).clamp(min=1.0)
+
+
+def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log_every=50, world=DEFAULT_WORLD):
+    """Train model `name` and save `<out_dir>/<name>.safetensors` and `<name>.json`; returns the log dict."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model(name).train()
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def schedule(step):  # linear warm-up, cosine decay to 10%
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    start = time.time()
+    recent = []
+    history = []
+    for step in range(steps):
+        clips, context = sample_batch(rng, batch, world)
+        loss = training_step(model, clips, context, generator, world.frames_per_block)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        decay = min(0.995, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1.0 - decay)
+        recent.append(loss.item())
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            mean = sum(recent) / len(recent)
+            history.append((step + 1, round(mean, 5)))
+            print(f"[{name}] step {step + 1}/{steps} loss {mean:.4f} ({time.time() - start:.0f} s)", flush=True)
+            recent = []
+    seconds = time.time() - start
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.safetensors")
+    save_wan(ema, path, dtype=torch.float16)
+    log = {
+        "model": name, "config": MODEL_CONFIGS[name], "patch_size": list(model_config(name).patch_size),
+        "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch": batch, "lr": lr,
+        "seed": seed, "threads": threads, "seconds": round(seconds, 1), "final_loss": history[-1][1],
+        "loss_history": history, "file_bytes": os.path.getsize(path), "torch": torch.__version__,
+    }
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
+        json.dump(log, handle, indent=1)
+    print(f"[{name}] saved {path} ({log['file_bytes'] / 1e6:.2f} MB) in {seconds / 60:.1f} min, "
+          f"final loss {log['final_loss']:.4f}")
+    return log
+
+
+def forward_flops(name, world=DEFAULT_WORLD):
+    """Multiply-accumulates x 2 of one forward over a whole clip (batch 1), counted from the layer shapes."""
+    config = model_config(name)
+    tokens_per_frame = (world.height // config.patch_size[1]) * (world.width // config.patch_size[2])
+    tokens = world.frames * tokens_per_frame
+    text_tokens = 3
+    dim, ffn = config.dim, config.ffn_dim
+    per_layer = (tokens * (4 * dim * dim + 2 * dim * dim + 2 * dim * ffn)  # self q,k,v,o; cross q,o; FFN
+                 + text_tokens * 2 * dim * dim  # cross k,v of the text tokens
+                 + 2 * tokens * tokens * dim)  # attention scores and weighted sum (dense; the mask halves it)
+    patch = math.prod(config.patch_size) * config.in_dim
+    other = tokens * (patch * dim + dim * patch) + world.frames * (config.freq_dim * dim + dim * dim + 6 * dim * dim)
+    return 2 * (config.num_layers * per_layer + other)
+
+
+def measure(repeats=20, threads=2, world=DEFAULT_WORLD):
+    """Per-call cost of both models on one clip: FLOPs (counted) and median CPU wall (measured)."""
+    from .world import sample_clip
+
+    torch.set_num_threads(threads)
+    condition, clip = sample_clip(0, world)
+    context = condition.tokens()[None]
+    x = clip[None]
+    out = {}
+    for name in MODEL_CONFIGS:
+        model = build_model(name).eval()
+        times = []
+        with torch.no_grad():
+            for _ in range(repeats + 2):
+                start = time.perf_counter()
+                model(x, torch.tensor([500.0]), context, frames_per_block=world.frames_per_block)
+                times.append(time.perf_counter() - start)
+        out[name] = {"flops": forward_flops(name, world), "wall_ms": 1000 * sorted(times[2:])[len(times[2:]) // 2],
+                     "parameters": sum(p.numel() for p in model.parameters())}
+    out["flops_ratio"] = out["target"]["flops"] / out["drafter"]["flops"]
+    out["wall_ratio"] = out["target"]["wall_ms"] / out["drafter"]["wall_ms"]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(MODEL_CONFIGS), help="which model to train")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: per model)")
+    parser.add_argument("--batch", type=int, help="clips per step (default: per model)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--out-dir", default=WEIGHTS_DIR)
+    parser.add_argument("--measure", action="store_true", help="print per-call FLOPs and wall of both models")
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(threads=args.threads), indent=1))
+        return
+    if args.model is None:
+        parser.error("--model is required (or --measure)")
+    settings = dict(DEFAULTS[args.model])
+    for key in ("steps", "batch", "lr"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    train(args.model, seed=args.seed, threads=args.threads, out_dir=args.out_dir, **settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The toy world, its success check and router score, the shipped tiny models, and the benchmark's tables."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bench.check import IdentityDecoder, WorldRouter, analyse, is_success
+from bench.world import (DEFAULT_WORLD, SPRITE_SIZE, Condition, WorldObject, bounce_track, latent_to_frames,
+                         render, sample_batch, sample_clip)
+from bench_support import frozen, shipped_models, shuffled, wrong_colours, wrong_kinds
+
+SEEDS = range(12)
+
+
+# ---------------------------------------------------------------------------------------------- world
+
+def test_world_generator_is_deterministic_per_seed():
+    condition_a, clip_a = sample_clip(7)
+    condition_b, clip_b = sample_clip(7)
+    assert torch.equal(clip_a, clip_b)
+    assert torch.equal(condition_a.tokens(), condition_b.tokens())
+
+
+def test_world_generator_differs_between_seeds():
+    assert not torch.equal(sample_clip(7)[1], sample_clip(8)[1])
+
+
+def test_training_batches_are_deterministic_per_seed():
+    clips_a, context_a = sample_batch(np.random.default_rng(3), 4)
+    clips_b, context_b = sample_batch(np.random.default_rng(3), 4)
+    assert torch.equal(clips_a, clips_b) and torch.equal(context_a, context_b)
+
+
+def test_clip_shape_and_range_match_the_world():
+    _, clip = sample_clip(0)
+    world = DEFAULT_WORLD
+    assert clip.shape == (world.channels, world.frames, world.height, world.width)
+    assert clip.min() == -1.0 and clip.max() == 1.0
+
+
+def test_bounce_track_reflects_off_both_walls():
+    assert bounce_track(1, -1, 6, 4).tolist() == [1, 0, 1, 2, 3, 4]
+    assert bounce_track(3, 1, 5, 4).tolist() == [3, 4, 3, 2, 1]
+
+
+def test_condition_tokens_encode_colour_kind_and_velocity():
+    tokens = Condition([WorldObject("blue", "plus", (1, -1))]).tokens()
+    assert tokens.shape == (3, 16)
+    assert tokens[0, 0] == 1 and tokens[1:].abs().sum() == 0  # one present slot, two empty ones
+    assert tokens[0, 1 + 2] == 1  # blue is the third colour
+    assert tokens[0, 1 + 6 + 1] == 1  # plus is the second kind
+    assert tokens[0, 9].item() == 1 and tokens[0, 10].item() == -1
+
+
+def test_ground_truth_objects_never_touch():
+    for seed in SEEDS:
+        condition, _ = sample_clip(seed)
+        from bench.world import object_track
+        tracks = [object_track(o) for o in condition.objects]
+        for i in range(len(tracks)):
+            for j in range(i + 1, len(tracks)):
+                assert (np.abs(tracks[i] - tracks[j]).max(axis=1) >= SPRITE_SIZE).all()
+
+
+# ---------------------------------------------------------------------------------------------- success check
+
+def test_success_check_accepts_ground_truth_clips():
+    for seed in range(40):
+        condition, clip = sample_clip(seed)
+        assert is_success(clip, condition), (seed, analyse(clip, condition).reasons)
+
+
+def test_success_check_accepts_frames_as_well_as_latents():
+    condition, clip = sample_clip(1)
+    assert is_success(latent_to_frames(clip), condition)
+
+
+def test_success_check_rejects_shuffled_clips():
+    for seed in SEEDS:
+        condition, clip = sample_clip(seed)
+        assert not is_success(shuffled(clip, seed), condition), seed
+
+
+def test_success_check_rejects_frozen_clips():
+    for seed in SEEDS:
+        condition, clip = sample_clip(seed)
+        assert not is_success(frozen(clip), condition), seed
+
+
+def test_success_check_rejects_wrong_colour_clips():
+    for seed in SEEDS:
+        condition, clip = sample_clip(seed)
+        assert not is_success(wrong_colours(clip), condition), seed
+
+
+def test_success_check_rejects_wrong_kind_clips():
+    for seed in SEEDS:
+        condition, _ = sample_clip(seed)
+        assert not is_success(wrong_kinds(condition), condition), seed
+
+
+def test_success_check_rejects_pure_noise():
+    condition, _ = sample_clip(0)
+    noise = torch.randn(3, DEFAULT_WORLD.frames, DEFAULT_WORLD.height, DEFAULT_WORLD.width, generator=torch.Generator().manual_seed(0))
+    assert not is_success(noise.clamp(-1, 1), condition)
+
+
+def test_success_check_rejects_a_clip_missing_one_frame_of_an_object():
+    condition, clip = sample_clip(2)
+    clip = clip.clone()
+    clip[:, 5] = -1.0  # blank frame
+    assert not is_success(clip, condition)
+
+
+# ---------------------------------------------------------------------------------------------- router score
+
+def test_router_scores_ground_truth_frames_as_perfect():
+    condition, clip = sample_clip(4)
+    scores = WorldRouter(condition).score(latent_to_frames(clip), "")
+    assert torch.equal(scores, torch.ones(DEFAULT_WORLD.frames))
+
+
+def test_router_scores_frozen_frames_below_ground_truth():
+    condition, clip = sample_clip(4)
+    scores = WorldRouter(condition).score(latent_to_frames(frozen(clip)), "")
+    assert scores.min() < 0.9
+
+
+def test_router_judges_new_frames_against_committed_history():
+    # A block that repeats the last committed frame is fine on its own but breaks the committed motion.
+    condition, clip = sample_clip(6)
+    frames = latent_to_frames(clip)
+    decoder = IdentityDecoder()
+    decoder.advance(frames[:6])
+    router = WorldRouter(condition, history=decoder.committed_frames)
+    good = router.score(frames[6:9], "")
+    stuck = router.score(frames[5:6].expand(3, -1, -1, -1), "")
+    assert torch.equal(good, torch.ones(3))
+    assert stuck.min() < good.min()
+
+
+# ---------------------------------------------------------------------------------------------- shipped models
+
+def test_shipped_weights_fit_the_size_budget():
+    from bench.models import weights_path
+    total = sum(os.path.getsize(weights_path(name)) for name in ("target", "drafter"))
+    assert total <= 10 * 1024 * 1024
+
+
+def test_shipped_weights_load_with_their_configs():
+    from bench.models import model_config
+    target, drafter = shipped_models()
+    assert target.config == model_config("target")
+    assert drafter.config == model_config("drafter")
+
+
+def test_drafter_is_at_least_five_times_cheaper_per_call_in_flops():
+    from bench.train import forward_flops
+    assert forward_flops("target") >= 5 * forward_flops("drafter")
+
+
+@pytest.mark.slow
+def test_shipped_target_denoises_a_passing_clip_for_a_fixed_seed():
+    from bench.models import FlowDenoiser, euler_sample, flow_sigmas
+    from bench.run import SHIFT, initial_noise
+    target, _ = shipped_models()
+    condition, _ = sample_clip(1000)
+    clip = euler_sample(FlowDenoiser(target, condition.tokens()[None]), initial_noise(1000),
+                        flow_sigmas(20, shift=SHIFT))[0]
+    analysis = analyse(clip, condition)
+    assert analysis.success, analysis.reasons
+
+
+@pytest.mark.slow
+def test_shipped_models_generate_a_passing_clip_block_by_block():
+    from bench.run import run_sdvg_once
+    target, drafter = shipped_models()
+    condition, _ = sample_clip(1000)
+    clip, stats, _ = run_sdvg_once(drafter, target, condition, 1000, float("inf"))
+    analysis = analyse(clip, condition)
+    assert stats["mode"] == "target_only"
+    assert analysis.success, analysis.reasons
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from bench.run import Settings, run
+    target, drafter = shipped_models()
+    settings = Settings.tiny()
+    settings.threads = torch.get_num_threads()
+    out_dir = tmp_path_factory.mktemp("bench_results")
+    lines = []
+    result = run(settings, out_dir=str(out_dir), log=lines.append, target=target, drafter=drafter)
+    return result, "\n".join(lines), out_dir
+
+
+@pytest.mark.slow
+def test_benchmark_prints_dts_table_with_every_column(tiny_run):
+    _, printed, _ = tiny_run
+    header = next(line for line in printed.splitlines() if line.startswith("| method | calls"))
+    for column in ("calls", "evals", "wall", "distance to Euler-100", "success"):
+        assert column in header
+    for method in ("Euler-100", "Euler-50", "Euler-10", "DTS paper"):
+        assert f"| {method}" in printed
+
+
+@pytest.mark.slow
+def test_benchmark_prints_sdvg_table_with_every_column(tiny_run):
+    _, printed, _ = tiny_run
+    header = next(line for line in printed.splitlines() if line.startswith("| method | wall"))
+    for column in ("speedup", "accept", "retention", "router score", "success"):
+        assert column in header
+    for method in ("target-only", "draft-only", "SDVG tau"):
+        assert f"| {method}" in printed
+
+
+@pytest.mark.slow
+def test_benchmark_baselines_are_ratio_one(tiny_run):
+    result, _, _ = tiny_run
+    assert "| Euler-100 | 100.0 (1.00x) | 100.0 (1.00x) |" in result["tables"]
+    target_only = result["sdvg"]["rows"][0]
+    assert target_only["name"] == "target-only" and target_only["accept"] is None
+
+
+@pytest.mark.slow
+def test_benchmark_dts_paper_setting_uses_fewer_sequential_calls_than_euler_100(tiny_run):
+    result, _, _ = tiny_run
+    rows = {row["name"].split(" (")[0]: row for row in result["dts"]["rows"]}
+    assert rows["DTS paper"]["calls"] < rows["Euler-100"]["calls"]
+
+
+@pytest.mark.slow
+def test_benchmark_writes_tables_plot_strip_and_gif(tiny_run):
+    _, _, out_dir = tiny_run
+    for name in ("tables.md", "results.json", "frontiers.png", "strip.png", "clips.gif"):
+        assert (out_dir / name).stat().st_size > 0, name
