@@ -23,7 +23,7 @@ import torch
 from .world import (BACKGROUND, COLOUR_NAMES, COLOURS, DEFAULT_WORLD, KINDS, SPRITE_AREA, SPRITE_SIZE,
                     bounce_track, latent_to_frames)
 
-CLEAN_DISTANCE = 0.35  # RGB distance (0..1 units) within which a pixel counts as a palette colour
+CLEAN_DISTANCE = 0.5  # RGB distance (0..1 units) within which a pixel counts as its nearest palette colour
 MIN_AREA = 3  # pixels of an object's colour for it to count as present
 EXTRA_AREA = 4  # pixels beyond the sprite's area tolerated (a smeared edge), more means a duplicate/smear
 POSITION_TOLERANCE = 1.0  # pixels, worst frame, for success

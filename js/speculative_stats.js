@@ -95,9 +95,16 @@ function onStats(event) {
   if (!payload) return;
   const node = findNode(payload.node);
   if (!node) return; // the node was deleted, or the run came from another workflow tab
-  node.properties ??= {};
-  node.properties[PROPERTY_KEY] = storedStatsRecord(payload);
-  ensurePanel(node);
+  // Wrapped as a graph change so that ComfyUI's change tracker records it: the workflow is marked modified and
+  // its persisted copy (restored on page reload) includes the statistics.
+  app.canvas?.emitBeforeChange?.();
+  try {
+    node.properties ??= {};
+    node.properties[PROPERTY_KEY] = storedStatsRecord(payload);
+    ensurePanel(node);
+  } finally {
+    app.canvas?.emitAfterChange?.();
+  }
   app.graph.setDirtyCanvas(true, true);
 }
 

@@ -168,7 +168,9 @@ class PlacedRunner:
         self._place()
         return self.runner.reset(context)
 
-    def __getattr__(self, name):  # committed_frames, frames_per_block, ...: the runner's
+    def __getattr__(self, name):  # committed_frames, frames_per_block, device, ...: the runner's
+        if name == "runner":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
         return getattr(self.runner, name)
 
 
@@ -205,7 +207,7 @@ def place_runners(models, context, block_shape, max_frames, local_attn_frames, s
 
 
 class PlacedRouter:
-    """The router, with its ModelPatcher (if it has one) loaded before scoring; frames move to the scorer's device."""
+    """The router, with its ModelPatcher (if it has one) loaded before scoring; scores come back as CPU float [n]."""
 
     def __init__(self, router):
         self.router = router
@@ -274,7 +276,8 @@ class SDVGSpeculativeVideo:
         return {
             "required": {
                 "drafter": ("MODEL", {"tooltip": "Small causal Wan 2.1 T2V DiT that proposes each block (e.g. "
-                                                 "Self-Forcing 1.3B, converted with scripts/convert_self_forcing.py)."}),
+                                                 "Self-Forcing 1.3B, converted with "
+                                                 "scripts/convert_self_forcing.py)."}),
                 "target": ("MODEL", {"tooltip": "Large causal Wan 2.1 T2V DiT that generates the blocks the router "
                                                 "rejects (e.g. Krea Realtime 14B). Must share latent channels, patch "
                                                 "size and text width with the drafter."}),

@@ -33,13 +33,6 @@ class PendingDecodeState:
     latent_frames: int
 
 
-def decoded_frame_count(first_latent_frame, latent_frames):
-    """Frames the Wan 2.1 VAE makes from `latent_frames` latent frames starting at latent index `first_latent_frame`."""
-    if latent_frames <= 0:
-        return 0
-    return 4 * latent_frames - 3 if first_latent_frame == 0 else 4 * latent_frames
-
-
 class WanStreamingDecoder:
     """Decodes latent blocks of one video in order, keeping the Wan VAE's causal state across committed blocks.
 
@@ -76,7 +69,7 @@ class WanStreamingDecoder:
 
     @torch.no_grad()
     def decode(self, latent_block):
-        """latent_block: `[B, C, F, h, w]` in the diffusion model's latent space -> (frames `[B*n, H, W, 3]`, pending)."""
+        """latent_block `[B, C, F, h, w]` (diffusion model's latent space) -> (frames `[B*n, H, W, 3]`, pending)."""
         import comfy.ldm.wan.vae
         import comfy.model_management
 

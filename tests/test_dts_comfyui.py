@@ -303,6 +303,30 @@ def test_progress_bar_advances_monotonically_to_the_total(comfy, dts_nodes, tiny
     assert updates[-1] == (STEPS, STEPS)
 
 
+@pytest.mark.slow
+def test_statistics_event_reaches_the_frontend_as_strict_json(comfy, dts_nodes, tiny_wan, prompts, latent,
+                                                               monkeypatch):
+    import json
+    import sys
+
+    # A stand-in for ComfyUI's `server` module (importing the real one starts the web app's imports).
+    sent = []
+    fake_server = SimpleNamespace(client_id="client", send_sync=lambda event, data, sid=None: sent.append((event,
+                                                                                                          data)))
+    monkeypatch.setitem(sys.modules, "server", SimpleNamespace(PromptServer=SimpleNamespace(instance=fake_server)))
+    dts_ksampler(dts_nodes, tiny_wan, prompts, latent, steps=8, threshold=math.inf)
+    assert len(sent) == 1
+    event, payload = sent[0]
+    assert event == "speculative_video.stats"
+    assert payload["node"] == "dts-ksampler-test" and payload["kind"] == "dts"
+    stats = payload["stats"]
+    for key in ("calls", "evals", "rounds", "accepted", "thresholds", "fine_steps", "draft_stride", "target_stride",
+                "chunk", "seconds"):
+        assert key in stats, key
+    assert stats["fine_steps"] == 8 and stats["thresholds"] == [None]  # +inf is sent as null
+    json.dumps(payload, allow_nan=False)
+
+
 def test_cancel_stops_sampling(comfy, dts_nodes, tiny_wan, prompts, latent):
     model_management = comfy.comfy.model_management
     model_management.interrupt_current_processing(True)

@@ -119,10 +119,10 @@ def test_resized_size_follows_torchvision_short_side_rule(height, width, expecte
 
 
 def test_preprocess_gives_normalised_224_crops_of_each_frame():
-    frames = torch.full((3, 48, 80, 3), 0.5)
+    frames = torch.full((3, 48, 80, 3), 153 / 255)
     pixels = preprocess_frames(frames)
     assert pixels.shape == (3, 3, 224, 224) and pixels.dtype == torch.float32
-    expected = (0.5 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    expected = (153 / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     torch.testing.assert_close(pixels, expected.view(1, 3, 1, 1).expand_as(pixels), atol=1e-5, rtol=0)
 
 
@@ -134,8 +134,8 @@ def test_preprocess_drops_an_alpha_channel():
 
 @pytest.mark.parametrize("height, width", [(480, 832), (64, 96), (300, 200)])
 def test_preprocess_matches_pil_bicubic_resize_and_centre_crop_to_rounding(height, width):
-    """The package resizes 8-bit PIL images with BICUBIC; torch's antialiased bicubic is the same filter, so the
-    two differ by PIL's rounding to 8 bits (at most ~1/255, about 1/4 of a level on average)."""
+    """The package resizes 8-bit PIL images with BICUBIC; torch's antialiased bicubic is the same filter, run in
+    PIL's two 8-bit passes, so the two differ only where PIL's fixed-point arithmetic rounds the other way."""
     Image = pytest.importorskip("PIL.Image")
     import numpy as np
 
@@ -151,8 +151,8 @@ def test_preprocess_matches_pil_bicubic_resize_and_centre_crop_to_rounding(heigh
         array = torch.tensor(np.array(image), dtype=torch.float32).permute(2, 0, 1) / 255
         reference.append(array[:, top: top + 224, left: left + 224])
     difference = (ours - torch.stack(reference)).abs() * 255
-    assert difference.max() < 1.5
-    assert difference.mean() < 0.4
+    assert difference.max() < 2.01  # 8-bit levels
+    assert difference.mean() < 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Models: two tiny Wan 2.1 T2V DiTs of different widths (ComfyUI's WanModel, dims 128 and 256, random weights) saved
 with the original key names and loaded by the stock UNETLoader; the full-size Wan 2.1 VAE with random weights
-loaded by VAELoader (ComfyUI has no smaller Wan VAE); a stand-in CONDITIONING (no tiny umT5 exists); a
-mean-brightness router. Videos are 32x16 pixels (non-square, so a height/width mix-up shows), 2 blocks of 2 latent
-frames: the full-size VAE dominates the run time, so every test decodes as few frames as its property needs.
+loaded by VAELoader (ComfyUI has no smaller Wan VAE); a stand-in CONDITIONING (no tiny umT5 exists); scripted
+routers. Videos are 32x16 pixels (non-square, so a height/width mix-up shows), blocks of 2 latent frames: the
+full-size VAE dominates the run time (each latent frame decoded costs about a second on 2 CPU cores), so every test
+decodes as few frames as its property needs.
 """
 import importlib
 import json
@@ -20,7 +21,6 @@ pytestmark = pytest.mark.comfyui
 
 WIDTH, HEIGHT = 32, 16  # latent 4 wide x 2 high: 2 x 1 DiT tokens per frame
 FRAMES_PER_BLOCK = 2
-NUM_BLOCKS = 2
 SIGMAS = "1.0, 0.9375, 0.8333, 0.625"
 TINY_WANS = {  # file stem -> write_tiny_wan arguments
     "drafter": dict(dim=128, ffn_dim=256, seed=1),
@@ -74,7 +74,7 @@ def run_node(pack, wan_models, vae, **overrides):
     """Call the node the way ComfyUI's executor does (inference mode), with small defaults."""
     inputs = dict(drafter=wan_models["drafter"], target=wan_models["target"], vae=vae, router=MeanBrightnessRouter(),
                   positive=stand_in_conditioning(seed=0), router_prompt="a red fox in the snow", width=WIDTH,
-                  height=HEIGHT, num_blocks=NUM_BLOCKS, frames_per_block=FRAMES_PER_BLOCK, tau=0.0,
+                  height=HEIGHT, num_blocks=2, frames_per_block=FRAMES_PER_BLOCK, tau=0.0,
                   mode="speculative", drafter_sigmas=SIGMAS, target_sigmas=SIGMAS, seed=7,
                   force_target_first_block=True, unique_id="sdvg-test")
     inputs.update(overrides)
@@ -89,23 +89,34 @@ def mixed_run(pack, wan_models, wan21_vae):
     import comfy.utils
     from comfy.cli_args import LatentPreviewMethod, args
 
-    progress = []
+    import comfy.model_management
+
+    progress, loads = [], []
     router = ScriptedRouter([1.0, -1.0])
+    load_models_gpu = comfy.model_management.load_models_gpu
+
+    def recording_load_models_gpu(models, memory_required=0, **options):
+        loads.append((list(models), memory_required))
+        return load_models_gpu(models, memory_required=memory_required, **options)
+
     previous_method = args.preview_method
     args.preview_method = LatentPreviewMethod.Auto
     comfy.utils.set_progress_bar_global_hook(
         lambda value, total, preview, node_id=None: progress.append((value, total, preview, node_id)))
+    comfy.model_management.load_models_gpu = recording_load_models_gpu
     try:
         latent, images, stats_text = run_node(pack, wan_models, wan21_vae, router=router, num_blocks=3, tau=0.0)
     finally:
+        comfy.model_management.load_models_gpu = load_models_gpu
         comfy.utils.set_progress_bar_global_hook(None)
         args.preview_method = previous_method
     return SimpleNamespace(latent=latent, images=images, stats=json.loads(stats_text), router=router,
-                           progress=progress)
+                           progress=progress, loads=loads)
 
 
 # --- streaming decoder ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_streamed_decode_of_committed_blocks_equals_one_decode_of_the_whole_video(pack, comfy_nodes, wan21_vae):
     latent_format = wan21_latent_format()
     latent = random_latent(3, seed=1)
@@ -125,6 +136,7 @@ def test_streamed_decode_of_committed_blocks_equals_one_decode_of_the_whole_vide
     torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_decoding_a_draft_does_not_advance_the_stream(pack, wan21_vae):
     latent_format = wan21_latent_format()
     committed, draft, following = random_latent(1, seed=2), random_latent(1, seed=3), random_latent(1, seed=4)
@@ -166,6 +178,7 @@ def test_node_is_registered_with_tooltips_router_socket_and_hidden_unique_id(com
 
 # --- the node in a ComfyUI graph ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_node_outputs_the_whole_latent_video_and_its_frames(mixed_run):
     latent_frames = 3 * FRAMES_PER_BLOCK
     assert mixed_run.latent["samples"].shape == (1, 16, latent_frames, HEIGHT // 8, WIDTH // 8)
@@ -173,6 +186,7 @@ def test_node_outputs_the_whole_latent_video_and_its_frames(mixed_run):
     assert torch.isfinite(mixed_run.latent["samples"]).all()
 
 
+@pytest.mark.slow
 def test_node_frames_equal_one_vae_decode_of_its_latent_output(mixed_run, comfy_nodes, wan21_vae):
     # The stream went through a kept draft and a rejected one: only committed blocks may have advanced it.
     with torch.inference_mode():
@@ -180,6 +194,7 @@ def test_node_frames_equal_one_vae_decode_of_its_latent_output(mixed_run, comfy_
     torch.testing.assert_close(mixed_run.images, decoded, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_node_stats_record_the_forced_block_the_kept_draft_and_the_rejected_draft(mixed_run):
     blocks = mixed_run.stats["blocks"]
     assert [block["source"] for block in blocks] == ["target", "drafter", "target"]
@@ -190,12 +205,33 @@ def test_node_stats_record_the_forced_block_the_kept_draft_and_the_rejected_draf
     assert mixed_run.router.calls == [(4 * FRAMES_PER_BLOCK, "a red fox in the snow")] * 2
 
 
+@pytest.mark.slow
 def test_node_advances_the_progress_bar_per_block_with_a_preview(mixed_run):
     assert [(value, total) for value, total, _, _ in mixed_run.progress] == [(1, 3), (2, 3), (3, 3)]
     assert all(preview is not None and preview[0] == "JPEG" for _, _, preview, _ in mixed_run.progress)
     assert {node_id for *_, node_id in mixed_run.progress} == {"sdvg-test"}
 
 
+@pytest.mark.slow
+def test_node_loads_both_models_with_room_for_both_kv_caches(pack, mixed_run, wan_models):
+    first_models, memory_required = mixed_run.loads[0]
+    assert {id(model) for model in first_models} == {id(wan_models["drafter"]), id(wan_models["target"])}
+    # 3 blocks x 2 latent frames, 2 x 1 tokens per frame, float32 on the CPU; the activations come on top.
+    kv_bytes = sum(pack.sdvg.kv_cache_bytes(wan_models[name].model.diffusion_model, tokens_per_frame=2,
+                                            max_frames=6, batch_size=1, dtype=torch.float32)
+                   for name in ("drafter", "target"))
+    assert kv_bytes == 2 * 2 * 6 * 2 * (128 + 256) * 4
+    assert memory_required >= kv_bytes
+
+
+@pytest.mark.slow
+def test_drafter_target_and_vae_are_each_loaded_again_before_their_calls(mixed_run, wan_models, wan21_vae):
+    # When everything fits these loads are no-ops; when not, they bring back what ComfyUI offloaded meanwhile.
+    later_loads = {id(models[0]) for models, _ in mixed_run.loads[1:] if len(models) == 1}
+    assert {id(wan_models["drafter"]), id(wan_models["target"]), id(wan21_vae.patcher)} <= later_loads
+
+
+@pytest.mark.slow
 def test_target_only_mode_never_calls_the_router(pack, wan_models, wan21_vae):
     router = ScriptedRouter([])
     _, images, stats_text = run_node(pack, wan_models, wan21_vae, router=router, mode="target only", num_blocks=2,
@@ -206,6 +242,7 @@ def test_target_only_mode_never_calls_the_router(pack, wan_models, wan21_vae):
     assert images.shape == (5, HEIGHT, WIDTH, 3)
 
 
+@pytest.mark.slow
 def test_draft_only_mode_takes_the_block_from_the_drafter_without_scoring(pack, wan_models, wan21_vae):
     router = ScriptedRouter([])
     _, images, stats_text = run_node(pack, wan_models, wan21_vae, router=router, mode="draft only", tau=50.0,
@@ -216,17 +253,29 @@ def test_draft_only_mode_takes_the_block_from_the_drafter_without_scoring(pack, 
     assert images.shape == (1, HEIGHT, WIDTH, 3)
 
 
-def test_cancel_stops_the_run_before_the_next_model_call(pack, wan_models, wan21_vae):
+@pytest.mark.slow
+def test_cancel_during_a_run_stops_it_before_the_next_model_call(pack, wan_models, wan21_vae):
     import comfy.model_management
 
-    router = MeanBrightnessRouter()
-    comfy.model_management.interrupt_current_processing(True)
+    class CancellingRouter(ScriptedRouter):
+        """Presses Cancel while block 1's draft is being scored."""
+
+        def score(self, frames, prompt):
+            comfy.model_management.interrupt_current_processing(True)
+            return super().score(frames, prompt)
+
+    router = CancellingRouter([1.0, 1.0])
+    progress = []
+    import comfy.utils
+
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: progress.append(value))
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            run_node(pack, wan_models, wan21_vae, router=router)
+            run_node(pack, wan_models, wan21_vae, router=router, num_blocks=3, frames_per_block=1)
     finally:
         comfy.model_management.interrupt_current_processing(False)
-    assert router.calls == []
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert len(router.calls) == 1 and progress == [1]  # block 0 finished, block 1 stopped after its scoring
 
 
 # --- named errors ------------------------------------------------------------------------------------------------
