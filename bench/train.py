@@ -36,12 +36,16 @@ DEFAULTS = {
 }
 
 
-def block_sigmas(generator, batch, num_blocks):
-    """Per-sample, per-block sigmas [B, num_blocks] in [0, 1) following the three noise patterns."""
+def block_sigmas(generator, batch, num_blocks, shift=1.0):
+    """Per-sample, per-block sigmas [B, num_blocks] in [0, 1) following the three noise patterns.
+
+    shift > 1 moves the draws towards high noise (Wan's shift s*t / (1 + (s-1)*t)), where the clip's global
+    layout (where each object is, consistently over frames) is decided."""
     uniform = torch.rand(batch, num_blocks, generator=generator)
     logit_normal = torch.sigmoid(torch.randn(batch, num_blocks, generator=generator))
     pick = torch.rand(batch, num_blocks, generator=generator) < 0.5
-    sigmas = torch.where(pick, uniform, logit_normal).clamp(1e-3, 1.0 - 1e-4)
+    sigmas = torch.where(pick, uniform, logit_normal)
+    sigmas = (shift * sigmas / (1.0 + (shift - 1.0) * sigmas)).clamp(1e-3, 1.0 - 1e-4)
     pattern = torch.rand(batch, generator=generator)
     current = torch.randint(0, num_blocks, (batch,), generator=generator)
     for b in range(batch):
@@ -89,11 +93,11 @@ def probe(model, world, seeds=(900001, 900002, 900003), sigmas=(0.3, 0.6)):
     return out
 
 
-def training_step(model, clips, context, generator, frames_per_block):
+def training_step(model, clips, context, generator, frames_per_block, shift=1.0):
     """Flow-matching loss on one batch: clips [B, C, T, H, W], context [B, L, text_dim]."""
     batch, _, frames = clips.shape[:3]
     num_blocks = frames // frames_per_block
-    sigma = block_sigmas(generator, batch, num_blocks).repeat_interleave(frames_per_block, dim=1)  # [B, T]
+    sigma = block_sigmas(generator, batch, num_blocks, shift).repeat_interleave(frames_per_block, dim=1)  # [B, T]
     noise = torch.randn(clips.shape, generator=generator)
     s = sigma[:, None, :, None, None]
     noisy = (1.0 - s) * clips + s * noise
@@ -104,13 +108,17 @@ def training_step(model, clips, context, generator, frames_per_block):
 
 
 def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log_every=50, probe_every=0,
-          world=DEFAULT_WORLD):
+          init=None, shift=1.0, world=DEFAULT_WORLD):
     """Train model `name` and save `<out_dir>/<name>.safetensors` and `<name>.json`; returns the log dict."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = init_weights(build_model(name)).train()
+    if init is not None:  # a second stage: continue from saved weights (EMA of the first stage)
+        from samplers.wan import load_wan_state_dict
+
+        model.load_state_dict({k: v.float() for k, v in load_wan_state_dict(init).items()})
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -129,7 +137,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     history = []
     for step in range(steps):
         clips, context = sample_batch(rng, batch, world)
-        loss = training_step(model, clips, context, generator, world.frames_per_block)
+        loss = training_step(model, clips, context, generator, world.frames_per_block, shift)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -155,7 +163,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     log = {
         "model": name, "config": MODEL_CONFIGS[name], "patch_size": list(model_config(name).patch_size),
         "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch": batch, "lr": lr,
-        "seed": seed, "threads": threads, "seconds": round(seconds, 1), "final_loss": history[-1][1],
+        "seed": seed, "threads": threads, "init": None if init is None else os.path.basename(init), "shift": shift, "seconds": round(seconds, 1), "final_loss": history[-1][1],
         "loss_history": history, "file_bytes": os.path.getsize(path), "torch": torch.__version__,
     }
     with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
@@ -213,6 +221,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out-dir", default=WEIGHTS_DIR)
+    parser.add_argument("--shift", type=float, default=1.0, help="shift of the training sigmas towards high noise")
+    parser.add_argument("--init", help="continue from these weights (a second training stage)")
     parser.add_argument("--probe-every", type=int, default=0, help="print a denoising probe every N steps")
     parser.add_argument("--measure", action="store_true", help="print per-call FLOPs and wall of both models")
     args = parser.parse_args(argv)
@@ -226,7 +236,7 @@ def main(argv=None):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     train(args.model, seed=args.seed, threads=args.threads, out_dir=args.out_dir, probe_every=args.probe_every,
-          **settings)
+          init=args.init, shift=args.shift, **settings)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ export const COLORS = {
 // Only these statistics are kept in the node's properties: they are what the panel shows, and the
 // per-block timings of a long SDVG run would otherwise bloat every saved workflow.
 const KEPT_STATS = {
-  dts: ["calls", "evals", "rounds", "accepted", "thresholds", "fine_steps", "draft_stride",
+  dts: ["calls", "evals", "rounds", "accepted", "drafted", "thresholds", "fine_steps", "draft_stride",
     "target_stride", "chunk", "seconds", "target_grid_calls", "parallel_target", "sequential_target_reasons"],
   sdvg: ["blocks", "acceptance_rate", "seconds", "estimated_target_only_seconds",
     "estimated_speedup", "num_blocks", "tau"],
@@ -133,10 +133,14 @@ export function formatTau(tau) {
   return tau.toFixed(2);
 }
 
-/** Colour of a DTS round's cell from the fraction of the chunk it accepted. */
-export function dtsCellColor(acceptedCount, chunk) {
+/**
+ * Colour of a DTS round's cell: every draft of the round accepted, some, or none. `drafted` is the number of
+ * drafts the round made (fewer than chunk near the end of the schedule); the chunk length stands in for it when
+ * the statistics do not say.
+ */
+export function dtsCellColor(acceptedCount, drafted) {
   if (!isNumber(acceptedCount) || acceptedCount <= 0) return COLORS.rejected;
-  if (isNumber(chunk) && chunk > 0 && acceptedCount >= chunk) return COLORS.accepted;
+  if (isNumber(drafted) && drafted > 0 && acceptedCount >= drafted) return COLORS.accepted;
   return COLORS.partial;
 }
 
@@ -148,10 +152,12 @@ export function dtsCellColor(acceptedCount, chunk) {
 export function dtsPanelModel(stats) {
   const accepted = Array.isArray(stats.accepted) ? stats.accepted : [];
   const rounds = isNumber(stats.rounds) ? stats.rounds : accepted.length;
+  const drafted = Array.isArray(stats.drafted) ? stats.drafted : [];
   const cells = accepted.map((count, round) => ({
     label: String(count),
-    color: dtsCellColor(count, stats.chunk),
+    color: dtsCellColor(count, isNumber(drafted[round]) ? drafted[round] : stats.chunk),
     tooltip: `round ${round + 1}: ${count} accepted` +
+      (isNumber(drafted[round]) ? ` of ${drafted[round]} drafted` : "") +
       (Array.isArray(stats.thresholds) && isNumber(stats.thresholds[round])
         ? `, threshold ${stats.thresholds[round].toFixed(2)}` : ""),
   }));

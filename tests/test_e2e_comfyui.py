@@ -257,3 +257,54 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
         assert sum(event["stats"]["accepted"]) >= 0 and len(event["stats"]["accepted"]) == event["stats"]["rounds"]
     else:
         assert len(event["stats"]["blocks"]) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The statistics panel in the real frontend (optional: needs Chromium and the npm package playwright-core)
+
+def browser_tools():
+    """(chromium executable, folder holding playwright-core) or a skip reason.
+
+    Chromium: $CHROMIUM or `chromium` on PATH (Debian's package). playwright-core: the node_modules folder named by
+    $PLAYWRIGHT_NODE_MODULES (e.g. after `npm install playwright-core` in that folder's parent).
+    """
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    node_modules = os.environ.get("PLAYWRIGHT_NODE_MODULES")
+    if not shutil.which("node"):
+        return None, "node is not installed"
+    if not chromium:
+        return None, "no Chromium (install Debian's chromium or set CHROMIUM)"
+    if not node_modules or not os.path.isdir(os.path.join(node_modules, "playwright-core")):
+        return None, "PLAYWRIGHT_NODE_MODULES does not name a node_modules folder with playwright-core"
+    return (chromium, node_modules), None
+
+
+def test_stats_panel_appears_after_a_run_and_survives_a_reload(server, object_info, tmp_path):
+    import subprocess
+
+    tools, reason = browser_tools()
+    if tools is None:
+        pytest.skip(f"browser check skipped: {reason}")
+    chromium, node_modules = tools
+    prompt = api_prompt("dts_wan21_t2v", object_info)
+    node_id = int(first_of(prompt, "DTSSampler"))
+    prompt_path, options_path = tmp_path / "prompt.json", tmp_path / "options.json"
+    prompt_path.write_text(json.dumps(prompt))
+    options_path.write_text(json.dumps({
+        "url": server.url, "workflow": os.path.join(REPO, "example_workflows", "dts_wan21_t2v.json"),
+        "prompt": str(prompt_path), "nodeId": node_id, "nodeModules": node_modules, "chromium": chromium,
+        "timeout": 600}))
+    script = os.path.join(REPO, "tests", "e2e_browser", "panel_after_run.mjs")
+    completed = subprocess.run(["node", script, str(options_path)], capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert "speculative_video.stats_panel" in result["extensions"]
+    assert result["before"] == {**result["before"], "type": "DTSSampler", "panel": False, "stored": None}
+    assert result["run"]["outcome"] == "success", result["run"]
+    assert result["run"]["event"]["node"] == str(node_id)
+    after_run, after_reload = result["afterRun"], result["afterReload"]
+    assert after_run["panel"] and after_run["stored"]["kind"] == "dts"
+    assert after_run["stored"]["stats"]["accepted"] == result["run"]["event"]["stats"]["accepted"]
+    # The panel is not a widget value: what the workflow saves for the node's widgets is unchanged.
+    assert after_run["widgetsValues"] == result["before"]["widgetsValues"]
+    assert after_reload["panel"] and after_reload["stored"] == after_run["stored"]

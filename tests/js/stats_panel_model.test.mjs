@@ -96,6 +96,12 @@ test("dts panel has one cell per round labelled with its accepted count", () => 
   assert.deepEqual(model.cells.map((cell) => cell.label), ["6", "6", "3", "0"]);
 });
 
+test("dts cell colour follows the drafts the round made, not the chunk length", () => {
+  const model = dtsPanelModel({ ...DTS_STATS, accepted: [6, 2, 0], drafted: [6, 2, 1], rounds: 3 });
+  assert.deepEqual(model.cells.map((cell) => cell.color), [COLORS.accepted, COLORS.accepted, COLORS.rejected]);
+  assert.equal(model.cells[1].tooltip, "round 2: 2 accepted of 2 drafted, threshold 11.50");
+});
+
 test("dts cell colour: whole chunk accepted, part of it, none", () => {
   assert.equal(dtsCellColor(6, 6), COLORS.accepted);
   assert.equal(dtsCellColor(3, 6), COLORS.partial);

@@ -93,9 +93,12 @@ def main():
         encoded = tokenizer(prompt, padding="max_length", truncation=True, max_length=35)
         result["tokens"].append({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
 
-    model = ImageReward(med_config=os.path.join(arguments.folder, "med_config.json"), device="cpu")
-    weights = torch.load(os.path.join(arguments.folder, "ImageReward.pt"), map_location="cpu", weights_only=True)
-    model.load_state_dict(weights, strict=True)
+    # The package's own modules and forward; only the random initialisation, which the file overwrites, is skipped.
+    with init_empty_weights():
+        model = ImageReward(med_config=os.path.join(arguments.folder, "med_config.json"), device="cpu")
+    weights = torch.load(os.path.join(arguments.folder, "ImageReward.pt"), map_location="cpu", weights_only=True,
+                         mmap=True)
+    model.load_state_dict(weights, strict=True, assign=True)
     model.eval()
     del weights
 
