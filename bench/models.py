@@ -22,8 +22,8 @@ from .world import DEFAULT_WORLD, TEXT_DIM
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 HEAD_DIM = 128
-# 4x4 pixel patches: 16 tokens per 16x16 frame, 192 per 12-frame clip (CPU training budget).
-PATCH_SIZE = (1, 4, 4)
+# 8x8 pixel patches: 4 tokens per 16x16 frame, 48 per 12-frame clip (CPU training budget).
+PATCH_SIZE = (1, 8, 8)
 
 MODEL_CONFIGS = {
     "target": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2),

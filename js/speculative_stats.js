@@ -15,6 +15,7 @@ import {
   panelDrawOps,
   panelHeight,
   panelModel,
+  panelTooltip,
   parseNodeLocator,
   readStoredStats,
   storedStatsRecord,
@@ -73,7 +74,9 @@ function ensurePanel(node) {
       options: { serialize: false },
       draw(ctx, drawnNode, width, y) {
         const model = currentModel(drawnNode);
-        if (model) drawOps(ctx, panelDrawOps(model, width, y).ops);
+        if (!model) return;
+        drawOps(ctx, panelDrawOps(model, width, y).ops);
+        this.tooltip = panelTooltip(model); // ComfyUI shows a widget's tooltip on hover
       },
       computeSize(width) {
         const model = currentModel(node);

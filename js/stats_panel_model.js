@@ -120,6 +120,12 @@ export function formatPercent(fraction) {
   return `${Math.round(fraction * 100)}%`;
 }
 
+/** Thresholds span 1e-4 (rms) to 1e1 (l2): three significant digits, no trailing zeros. */
+export function formatThreshold(value) {
+  if (!isNumber(value)) return "–";
+  return String(Number(value.toPrecision(3)));
+}
+
 export function formatScore(score) {
   if (!isNumber(score)) return "";
   return score.toFixed(2);
@@ -159,7 +165,7 @@ export function dtsPanelModel(stats) {
     tooltip: `round ${round + 1}: ${count} accepted` +
       (isNumber(drafted[round]) ? ` of ${drafted[round]} drafted` : "") +
       (Array.isArray(stats.thresholds) && isNumber(stats.thresholds[round])
-        ? `, threshold ${stats.thresholds[round].toFixed(2)}` : ""),
+        ? `, threshold ${formatThreshold(stats.thresholds[round])}` : ""),
   }));
   const lines = [];
   lines.push(`rounds ${rounds} · accepted per round (of ${isNumber(stats.chunk) ? stats.chunk : "?"}):`);
@@ -219,6 +225,11 @@ export function panelModel(kind, stats) {
   if (kind === "dts") return dtsPanelModel(stats);
   if (kind === "sdvg") return sdvgPanelModel(stats);
   throw new Error(`unknown statistics kind ${JSON.stringify(kind)} (expected "dts" or "sdvg")`);
+}
+
+/** Hover text of the panel: one line per cell (round or block), then the footer. */
+export function panelTooltip(model) {
+  return [...model.cells.map((cell) => cell.tooltip), ...model.footer].join("\n");
 }
 
 /**

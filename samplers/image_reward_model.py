@@ -306,7 +306,8 @@ class BertLayer(nn.Module):
 class BertEncoder(nn.Module):
     def __init__(self, config, operations=None, device=None, dtype=None):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config, operations, device, dtype) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(BertLayer(config, operations, device, dtype)
+                                   for _ in range(config.num_hidden_layers))
 
     def forward(self, hidden_states, image_embeds, self_mask=None):
         for layer in self.layer:
@@ -354,7 +355,7 @@ class MLP(nn.Module):
         ops = _nn(operations)
         widths = (config.hidden_size,) + tuple(config.head_widths) + (1,)
         layers = []
-        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(ops.Linear(width_in, width_out, device=device, dtype=dtype))
             if index < len(widths) - 3:
                 layers.append(nn.Dropout(0.0))  # placeholders keep the original indices; dropout is off at inference

@@ -115,7 +115,7 @@ def test_tokenizer_matches_the_packages_bert_tokenizer(reference, full_size):
     tokenizer = BertTokenizer.from_files(os.path.join(full_size.folder, "vocab.txt"),
                                          os.path.join(full_size.folder, "tokenizer_config.json"))
     assert reference["tokenizer_size"] == tokenizer.vocab_size
-    for prompt, expected in zip(TOKENIZER_PROMPTS, reference["tokens"]):
+    for prompt, expected in zip(TOKENIZER_PROMPTS, reference["tokens"], strict=True):
         assert tokenizer.encode(prompt) == (expected["input_ids"], expected["attention_mask"]), prompt
 
 

@@ -142,7 +142,7 @@ def widget_problems(node, info):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_the_three_example_workflows_exist():
-    assert sorted(EXPECTED_WORKFLOWS) == sorted(name[:-5] for name in WORKFLOW_FILES)
+    assert set(EXPECTED_WORKFLOWS) <= {name[:-5] for name in WORKFLOW_FILES}
 
 
 @pytest.mark.parametrize("file_name", WORKFLOW_FILES)

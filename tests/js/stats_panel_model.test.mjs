@@ -20,7 +20,9 @@ import {
   panelDrawOps,
   panelHeight,
   panelModel,
+  panelTooltip,
   parseNodeLocator,
+  formatThreshold,
   readStoredStats,
   sdvgCellColor,
   sdvgPanelModel,
@@ -99,7 +101,7 @@ test("dts panel has one cell per round labelled with its accepted count", () => 
 test("dts cell colour follows the drafts the round made, not the chunk length", () => {
   const model = dtsPanelModel({ ...DTS_STATS, accepted: [6, 2, 0], drafted: [6, 2, 1], rounds: 3 });
   assert.deepEqual(model.cells.map((cell) => cell.color), [COLORS.accepted, COLORS.accepted, COLORS.rejected]);
-  assert.equal(model.cells[1].tooltip, "round 2: 2 accepted of 2 drafted, threshold 11.50");
+  assert.equal(model.cells[1].tooltip, "round 2: 2 accepted of 2 drafted, threshold 11.5");
 });
 
 test("dts cell colour: whole chunk accepted, part of it, none", () => {
@@ -123,7 +125,7 @@ test("dts footer says why the target ran one position at a time", () => {
 });
 
 test("dts cell tooltip carries the round's threshold", () => {
-  assert.equal(dtsPanelModel(DTS_STATS).cells[1].tooltip, "round 2: 6 accepted, threshold 11.50");
+  assert.equal(dtsPanelModel(DTS_STATS).cells[1].tooltip, "round 2: 6 accepted, threshold 11.5");
 });
 
 test("dts panel tolerates missing statistics", () => {
@@ -220,4 +222,17 @@ test("the extension imports ComfyUI's app and api through the paths extensions a
   const source = readFileSync(new URL("../../js/speculative_stats.js", import.meta.url), "utf8");
   assert.match(source, /from "\.\.\/\.\.\/scripts\/app\.js"/);
   assert.match(source, /from "\.\.\/\.\.\/scripts\/api\.js"/);
+});
+
+test("tooltip lists every round, then the footer", () => {
+  const model = dtsPanelModel(DTS_STATS);
+  const lines = panelTooltip(model).split("\n");
+  assert.equal(lines.length, model.cells.length + model.footer.length);
+  assert.equal(lines[0], "round 1: 6 accepted, threshold 10");
+});
+
+test("formatThreshold keeps small rms thresholds readable", () => {
+  assert.equal(formatThreshold(0.0002), "0.0002");
+  assert.equal(formatThreshold(0.00030000000000000003), "0.0003");
+  assert.equal(formatThreshold(11.5), "11.5");
 });
