@@ -26,9 +26,12 @@ HEAD_DIM = 128
 PATCH_SIZE = (1, 8, 8)
 
 MODEL_CONFIGS = {
-    "target": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2),
-    "drafter": dict(dim=128, ffn_dim=256, num_heads=1, num_layers=1),
+    "target": dict(dim=256, ffn_dim=2048, num_heads=2, num_layers=3),
+    "drafter": dict(dim=256, ffn_dim=256, num_heads=2, num_layers=1),
+    # Not shipped: the target's first training stage, grown into the target (bench/train.py, `load_grown`).
+    "target-stage1": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2),
 }
+SHIPPED = ("target", "drafter")
 
 
 def model_config(name):

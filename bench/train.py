@@ -6,10 +6,10 @@
 
 Each training sample is a fresh clip of the world (bench/world.py) with its condition tokens as the text context.
 Noise is per block of 3 frames, in one of three patterns per sample, so one model learns every way it is used:
-- "uniform" (30%): every block at the same sigma -- an ordinary denoiser of the whole clip (DTS, Euler);
-- "prefix" (40%): blocks before a random block k are clean (sigma 0, as the KV cache holds them at t = 0),
+- "uniform" (25%): every block at the same sigma -- an ordinary denoiser of the whole clip (DTS, Euler);
+- "prefix" (55%): blocks before a random block k are clean (sigma 0, as the KV cache holds them at t = 0),
   block k is noisy, later blocks independent -- block-autoregressive generation (SDVG), teacher forcing;
-- "independent" (30%): every block its own sigma (diffusion forcing).
+- "independent" (20%): every block its own sigma (diffusion forcing).
 The attention mask is block-causal throughout. The loss is the MSE of v = noise - x0 on noisy frames only.
 Sigmas are drawn half uniform, half logit-normal. Weights are saved in float16 with the original Wan names
 (samplers.wan.save_wan) from an exponential moving average of the trained weights.
@@ -26,21 +26,26 @@ import torch
 
 from samplers.wan import save_wan
 
-from .models import MODEL_CONFIGS, WEIGHTS_DIR, build_model, model_config
+from .models import MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, build_model, model_config
 from .world import DEFAULT_WORLD, sample_batch
 
+# The recipe of the shipped weights (each stage well under 20 minutes on one busy CPU core):
+#   python -m bench.train --model target-stage1 --out-dir /tmp/stage     # 2 layers, FFN 512, from scratch
+#   python -m bench.train --model target --init /tmp/stage/target-stage1.safetensors   # grown to 3 layers, FFN 2048
+#   python -m bench.train --model drafter
 DEFAULTS = {
-    # steps, batch, learning rate: sized for <= 20 minutes on 2 busy CPU cores
-    "target": dict(steps=1400, batch=4, lr=1.5e-3),
-    "drafter": dict(steps=1200, batch=4, lr=2e-3),
+    "target-stage1": dict(steps=3000, batch=8, lr=1.5e-3, seed=0, patterns=(0.3, 0.4)),
+    "target": dict(steps=1500, batch=8, lr=1e-3, seed=1, patterns=(0.25, 0.55)),
+    "drafter": dict(steps=3000, batch=8, lr=2e-3, seed=0, patterns=(0.25, 0.55)),
 }
 
 
-def block_sigmas(generator, batch, num_blocks, shift=1.0):
+def block_sigmas(generator, batch, num_blocks, shift=1.0, patterns=(0.25, 0.55)):
     """Per-sample, per-block sigmas [B, num_blocks] in [0, 1) following the three noise patterns.
 
     shift > 1 moves the draws towards high noise (Wan's shift s*t / (1 + (s-1)*t)), where the clip's global
-    layout (where each object is, consistently over frames) is decided."""
+    layout (where each object is, consistently over frames) is decided. patterns: probabilities of "uniform" and
+    "prefix" (the rest is "independent")."""
     uniform = torch.rand(batch, num_blocks, generator=generator)
     logit_normal = torch.sigmoid(torch.randn(batch, num_blocks, generator=generator))
     pick = torch.rand(batch, num_blocks, generator=generator) < 0.5
@@ -49,9 +54,9 @@ def block_sigmas(generator, batch, num_blocks, shift=1.0):
     pattern = torch.rand(batch, generator=generator)
     current = torch.randint(0, num_blocks, (batch,), generator=generator)
     for b in range(batch):
-        if pattern[b] < 0.3:  # uniform
+        if pattern[b] < patterns[0]:  # uniform
             sigmas[b] = sigmas[b, 0]
-        elif pattern[b] < 0.7:  # prefix: clean context, noisy current block
+        elif pattern[b] < patterns[0] + patterns[1]:  # prefix: clean context, noisy current block
             sigmas[b, :current[b]] = 0.0
     return sigmas
 
@@ -69,6 +74,30 @@ def init_weights(model):
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.normal_(module.weight, std=0.02)
     torch.nn.init.zeros_(model.head.head.weight)
+    return model
+
+
+def load_grown(model, state_dict):
+    """Load weights of a smaller model of the same width: narrower FFNs (the extra hidden units keep their fresh
+    input weights and get zero output weights) and fewer layers (the extra layers' attention and FFN outputs are
+    zero), so the grown network starts out computing exactly what the loaded one did."""
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, value in state_dict.items():
+            target = own[key]
+            if target.shape == value.shape:
+                target.copy_(value)
+            elif key.endswith("ffn.0.weight") or key.endswith("ffn.0.bias"):
+                target[:value.shape[0]] = value
+            elif key.endswith("ffn.2.weight"):
+                target.zero_()
+                target[:, :value.shape[1]] = value
+            else:
+                raise ValueError(f"--init: {key} has shape {tuple(value.shape)}, the model {tuple(target.shape)}")
+        # Layers the loaded weights do not have start as the identity: their residual outputs are zero.
+        for key, target in own.items():
+            if key not in state_dict and key.split(".")[-2] in ("o", "2"):
+                target.zero_()
     return model
 
 
@@ -93,11 +122,12 @@ def probe(model, world, seeds=(900001, 900002, 900003), sigmas=(0.3, 0.6)):
     return out
 
 
-def training_step(model, clips, context, generator, frames_per_block, shift=1.0):
+def training_step(model, clips, context, generator, frames_per_block, shift=1.0, patterns=(0.25, 0.55)):
     """Flow-matching loss on one batch: clips [B, C, T, H, W], context [B, L, text_dim]."""
     batch, _, frames = clips.shape[:3]
     num_blocks = frames // frames_per_block
-    sigma = block_sigmas(generator, batch, num_blocks, shift).repeat_interleave(frames_per_block, dim=1)  # [B, T]
+    sigma = block_sigmas(generator, batch, num_blocks, shift, patterns)  # [B, blocks]
+    sigma = sigma.repeat_interleave(frames_per_block, dim=1)  # [B, T]
     noise = torch.randn(clips.shape, generator=generator)
     s = sigma[:, None, :, None, None]
     noisy = (1.0 - s) * clips + s * noise
@@ -108,7 +138,7 @@ def training_step(model, clips, context, generator, frames_per_block, shift=1.0)
 
 
 def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log_every=50, probe_every=0,
-          init=None, shift=1.0, world=DEFAULT_WORLD):
+          init=None, shift=1.0, patterns=(0.25, 0.55), world=DEFAULT_WORLD):
     """Train model `name` and save `<out_dir>/<name>.safetensors` and `<name>.json`; returns the log dict."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -118,7 +148,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     if init is not None:  # a second stage: continue from saved weights (EMA of the first stage)
         from samplers.wan import load_wan_state_dict
 
-        model.load_state_dict({k: v.float() for k, v in load_wan_state_dict(init).items()})
+        load_grown(model, {k: v.float() for k, v in load_wan_state_dict(init).items()})
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -137,7 +167,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     history = []
     for step in range(steps):
         clips, context = sample_batch(rng, batch, world)
-        loss = training_step(model, clips, context, generator, world.frames_per_block, shift)
+        loss = training_step(model, clips, context, generator, world.frames_per_block, shift, patterns)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -163,7 +193,9 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     log = {
         "model": name, "config": MODEL_CONFIGS[name], "patch_size": list(model_config(name).patch_size),
         "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch": batch, "lr": lr,
-        "seed": seed, "threads": threads, "init": None if init is None else os.path.basename(init), "shift": shift, "seconds": round(seconds, 1), "final_loss": history[-1][1],
+        "seed": seed, "threads": threads, "init": None if init is None else os.path.basename(init), "shift": shift,
+        "patterns": list(patterns),
+        "seconds": round(seconds, 1), "final_loss": history[-1][1],
         "loss_history": history, "file_bytes": os.path.getsize(path), "torch": torch.__version__,
     }
     with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
@@ -197,7 +229,7 @@ def measure(repeats=20, threads=2, world=DEFAULT_WORLD):
     context = condition.tokens()[None]
     x = clip[None]
     out = {}
-    for name in MODEL_CONFIGS:
+    for name in SHIPPED:
         model = build_model(name).eval()
         times = []
         with torch.no_grad():
@@ -218,7 +250,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, help="optimizer steps (default: per model)")
     parser.add_argument("--batch", type=int, help="clips per step (default: per model)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="default: per model")
+    parser.add_argument("--patterns", help="probabilities of the uniform and prefix noise patterns, e.g. 0.25,0.55")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out-dir", default=WEIGHTS_DIR)
     parser.add_argument("--shift", type=float, default=1.0, help="shift of the training sigmas towards high noise")
@@ -232,10 +265,12 @@ def main(argv=None):
     if args.model is None:
         parser.error("--model is required (or --measure)")
     settings = dict(DEFAULTS[args.model])
-    for key in ("steps", "batch", "lr"):
+    for key in ("steps", "batch", "lr", "seed"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    train(args.model, seed=args.seed, threads=args.threads, out_dir=args.out_dir, probe_every=args.probe_every,
+    if args.patterns is not None:
+        settings["patterns"] = tuple(float(p) for p in args.patterns.split(","))
+    train(args.model, threads=args.threads, out_dir=args.out_dir, probe_every=args.probe_every,
           init=args.init, shift=args.shift, **settings)
 
 

@@ -137,19 +137,8 @@ def sample_dts_comfyui(model, x, sigmas, extra_args=None, callback=None, disable
                          parallel_target=parallel_target, stats=stats,
                          interrupt=comfy.model_management.throw_exception_if_processing_interrupted, **options)
     stats["sequential_target_reasons"] = reasons
-    report_stats("dts", node_id, json_safe(stats), format_stats(stats))
+    report_stats("dts", node_id, stats, format_stats(stats))
     return samples
-
-
-def json_safe(value):
-    """`value` with non-finite floats replaced by None (the browser's JSON.parse rejects NaN and Infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def dts_sampler(node_id, **options):

@@ -13,7 +13,7 @@ import torch
 from ..samplers.causal import CausalWanRunner, kv_cache_bytes
 from ..samplers.sdvg import SELF_FORCING_SIGMAS, speculative_generate
 from ..samplers.wan import validate_window
-from .stats_events import report_stats
+from .stats_events import json_ready, report_stats
 
 DEFAULT_SIGMAS = ", ".join(str(sigma) for sigma in SELF_FORCING_SIGMAS)
 MODES = ("speculative", "target only", "draft only")
@@ -241,19 +241,6 @@ def block_progress(num_blocks, unique_id):
         progress_bar.update_absolute(info["block"] + 1, num_blocks, preview)
 
     return callback
-
-
-def json_ready(value):
-    """Stats with non-finite floats (tau = +-inf) as strings: JSON has no Infinity."""
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if torch.is_tensor(value):
-        return json_ready(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def summary_line(stats):

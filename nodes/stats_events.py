@@ -5,12 +5,29 @@ The frontend listens for the event `STATS_EVENT`; the payload is
 """
 import json
 import logging
+import math
 
 STATS_EVENT = "speculative_video.stats"
 
 
+def json_ready(value):
+    """`value` made strict-JSON safe: tensors become lists, non-finite floats the strings "inf", "-inf", "nan".
+
+    The browser's JSON.parse rejects Infinity and NaN, and one such value would lose the whole message.
+    """
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if hasattr(value, "tolist"):  # torch tensors and numpy values
+        return json_ready(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def report_stats(kind, node_id, stats, summary_line):
-    """Log `summary_line` and push `stats` (JSON-serialisable dict) to the frontend, if a server runs."""
+    """Log `summary_line` and push `stats` (a dict) to the frontend, if a server runs."""
     logging.info("[speculative-video] %s", summary_line)
     try:
         from server import PromptServer
@@ -19,5 +36,6 @@ def report_stats(kind, node_id, stats, summary_line):
     server = getattr(PromptServer, "instance", None)
     if server is None or node_id is None:
         return
-    payload = {"node": str(node_id), "kind": kind, "stats": json.loads(json.dumps(stats, default=float))}
+    payload = {"node": str(node_id), "kind": kind, "stats": json_ready(stats)}
+    json.dumps(payload, allow_nan=False)  # fail here, loudly, rather than in the browser
     server.send_sync(STATS_EVENT, payload, server.client_id)
