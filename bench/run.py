@@ -53,7 +53,7 @@ class Settings:
     taus: tuple = (0.1, 0.15, 0.18, 0.2, 0.25, 0.3)
     strip_seed: int = 3
     seed_offset: int = 1000  # benchmark seeds are disjoint from the training stream and the tests' fixed seed
-    threads: int = 2
+    threads: int = 1
     label: str = "full"
 
     @classmethod
@@ -278,18 +278,19 @@ def plot_frontiers(dts, sdvg, path):
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    # Distance to Euler-100's clip (same noise) as the quality axis: it separates the methods even where the
+    # success rates tie; the success rates are in the table.
     base = dts["rows"][0]
     for row in dts["rows"]:
         calls_speedup = base["calls"] / row["calls"]
         marker = "s" if row["name"].startswith("Euler") else "o"
-        left.scatter(calls_speedup, 100 * row["success"], marker=marker,
-                     color="tab:gray" if marker == "s" else "tab:blue")
-        left.annotate(row["name"].replace("DTS ", "").split(" (")[0], (calls_speedup, 100 * row["success"]),
-                      fontsize=7, xytext=(3, 3), textcoords="offset points")
+        left.scatter(calls_speedup, row["rms"], marker=marker, color="tab:gray" if marker == "s" else "tab:blue")
+        label = row["name"].replace("DTS ", "").split(" (")[0] + f" ({100 * row['success']:.0f}%)"
+        left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     left.set_xscale("log")
     left.set_xlabel("speed-up in sequential model calls vs Euler-100 (latency on parallel hardware)")
-    left.set_ylabel("success rate (%)")
-    left.set_title("DTS vs Euler (same model)")
+    left.set_ylabel("RMS distance to Euler-100's clip (lower is better)")
+    left.set_title("DTS vs Euler (same model; success rate in brackets)")
     left.grid(alpha=0.3)
 
     base = sdvg["rows"][0]
