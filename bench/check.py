@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .world import (BACKGROUND, COLOUR_NAMES, COLOURS, DEFAULT_WORLD, KINDS, SPRITE_AREA, SPRITE_SIZE,
+from .world import (BACKGROUND, COLOUR_NAMES, COLOURS, DEFAULT_WORLD, SPRITE_AREA, SPRITE_SIZE,
                     bounce_track, latent_to_frames)
 
 CLEAN_DISTANCE = 0.5  # RGB distance (0..1 units) within which a pixel counts as its nearest palette colour

@@ -4,9 +4,10 @@ Both are `samplers.wan.WanDiT` (original Wan 2.1 parameter names) with 3 input/o
 latent), a 16-dim "text" embedding input (the condition tokens, see bench/world.py) and the head size 128 that
 ComfyUI assumes, so `samplers.wan.load_wan(path)` rebuilds them from the weights alone.
 
-- target: dim 256 (2 heads), 2 layers, FFN 512;
-- drafter: dim 128 (1 head), 1 layer, FFN 256 (>= 5x cheaper per call; `python -m bench.train --measure` prints the
-  measured ratio and the FLOPs).
+- target: dim 256 (2 heads), 3 layers, FFN 2048 (trained in two stages, see bench/train.py);
+- drafter: dim 256 (2 heads), 1 layer, FFN 256: 5.9x fewer FLOPs per call (`python -m bench.train --measure`
+  prints the counted FLOPs and the measured CPU wall per call of both).
+8x8-pixel patches (4 tokens per 16x16 frame) keep training within a CPU budget.
 
 Flow matching: the model predicts v = noise - x0 at noise level sigma in [0, 1] (timestep = sigma x 1000) and
 x0 = x - sigma * v. Both models are trained block-causally (3 frames per block), so one model is both an ordinary

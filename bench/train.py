@@ -5,7 +5,8 @@
     python -m bench.train --measure           # per-call cost of both architectures (FLOPs and CPU wall)
 
 Each training sample is a fresh clip of the world (bench/world.py) with its condition tokens as the text context.
-Noise is per block of 3 frames, in one of three patterns per sample, so one model learns every way it is used:
+Noise is per block of 3 frames, in one of three patterns per sample, so one model learns every way it is used
+(the shares below are the default; the target's first stage used 30/40/30):
 - "uniform" (25%): every block at the same sigma -- an ordinary denoiser of the whole clip (DTS, Euler);
 - "prefix" (55%): blocks before a random block k are clean (sigma 0, as the KV cache holds them at t = 0),
   block k is noisy, later blocks independent -- block-autoregressive generation (SDVG), teacher forcing;

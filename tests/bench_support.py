@@ -3,7 +3,7 @@ import functools
 
 import torch
 
-from bench.world import SPRITE_AREA, KINDS, Condition, WorldObject, render, sample_clip
+from bench.world import KINDS, Condition, WorldObject, render, sample_clip
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,4 +45,4 @@ def ground_truth(seed):
     return sample_clip(seed)
 
 
-__all__ = ["shipped_models", "shuffled", "frozen", "wrong_colours", "wrong_kinds", "ground_truth", "SPRITE_AREA"]
+__all__ = ["shipped_models", "shuffled", "frozen", "wrong_colours", "wrong_kinds", "ground_truth"]
