@@ -3,12 +3,14 @@
 Analysis of frames `[T, H, W, 3]` (0..1) against a Condition:
 1. every pixel is classified as background, one of the six colours, or "unclean" (far from all of them);
 2. each conditioned object is tracked by its colour: area and centroid per frame;
-3. per axis, the best start position is fitted for the conditioned velocity with wall bounces (minimax over
-   frames), giving each frame's position error in pixels.
+3. each frame's position error in pixels is the distance of the centroid from the conditioned track (start
+   position + velocity with wall bounces); for an object without a start (a bare condition) the best start is
+   fitted per axis (minimax over frames).
 
 A clip SUCCEEDS (the analogue of the DTS paper's task success) when, in every frame, every conditioned object
 is present (>= MIN_AREA pixels of its colour, no more than its sprite area + EXTRA_AREA), its mean area matches
-its kind (square 9 px, plus 5 px), its track follows the conditioned motion within POSITION_TOLERANCE pixels,
+its kind (square 9 px, plus 5 px), its track follows the conditioned start and motion within POSITION_TOLERANCE
+pixels,
 and no frame has MIN_AREA or more pixels of a colour that was not asked for.
 
 The per-frame QUALITY in [0, 1] (1 = perfect) is the SDVG router's score in this world: it penalises missing
@@ -37,7 +39,7 @@ _PALETTE = np.array([BACKGROUND] + [COLOURS[name] for name in COLOUR_NAMES], dty
 class ClipAnalysis:
     area: np.ndarray  # [T, N] pixels of each conditioned object's colour
     centre: np.ndarray  # [T, N, 2] centroid (x, y), NaN where absent
-    position_error: np.ndarray  # [T, N] pixels from the fitted conditioned trajectory (inf where absent)
+    position_error: np.ndarray  # [T, N] pixels from the conditioned (or fitted) trajectory (inf where absent)
     stray: np.ndarray  # [T] pixels of unrequested colours
     unclean: np.ndarray  # [T] pixels near no palette colour
     present: np.ndarray  # [T, N] bool
@@ -105,8 +107,14 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
     for j, obj in enumerate(objects):
         x = np.where(present[:, j], centre[:, j, 0], np.nan)
         y = np.where(present[:, j], centre[:, j, 1], np.nan)
-        ex = fit_axis(x, obj.velocity[0], width - SPRITE_SIZE)
-        ey = fit_axis(y, obj.velocity[1], height - SPRITE_SIZE)
+        if obj.start is None:  # a bare condition: the best start for the conditioned motion
+            ex = fit_axis(x, obj.velocity[0], width - SPRITE_SIZE)
+            ey = fit_axis(y, obj.velocity[1], height - SPRITE_SIZE)
+        else:  # the conditioned start and motion: the ground-truth track's centres
+            centre_offset = (SPRITE_SIZE - 1) / 2.0  # the first num_frames frames (the router judges prefixes)
+            track_x = bounce_track(obj.start[0], obj.velocity[0], num_frames, width - SPRITE_SIZE) + centre_offset
+            track_y = bounce_track(obj.start[1], obj.velocity[1], num_frames, height - SPRITE_SIZE) + centre_offset
+            ex, ey = np.abs(x - track_x), np.abs(y - track_y)
         error = np.sqrt(ex ** 2 + ey ** 2)
         position_error[:, j] = np.where(np.isnan(error), np.inf, error)
     wanted = {0} | {1 + COLOUR_NAMES.index(o.colour) for o in objects}

@@ -1,11 +1,17 @@
 """The two tiny Wan-architecture models of the toy world, and how the benchmark calls them.
 
 Both are `samplers.wan.WanDiT` (original Wan 2.1 parameter names) with 3 input/output channels (the world's RGB
-latent), a 16-dim "text" embedding input (the condition tokens, see bench/world.py) and the head size 128 that
+latent), a 48-dim "text" embedding input (the condition tokens, see bench/world.py) and the head size 128 that
 ComfyUI assumes, so `samplers.wan.load_wan(path)` rebuilds them from the weights alone.
 
-- target: dim 256 (2 heads), 3 layers, FFN 2048 (trained in two stages, see bench/train.py);
-- drafter: dim 256 (2 heads), 1 layer, FFN 256: 5.9x fewer FLOPs per call (`python -m bench.train --measure`
+One addition to Wan: a fixed (parameter-free) sinusoidal ABSOLUTE position embedding added to the patch tokens
+(`PositionalPatchEmbedding`, installed by `build_model` / `load_model`; `PositionalCausalRunner` gives it the
+absolute frame index in block-by-block generation). Wan's RoPE is relative only, and these tiny models could not
+learn where a token is from pure noise, so they could not draw an object at its conditioned start. The weights
+files do not contain it: loaded without it (plain `load_wan`, or ComfyUI), the models are NOT the trained ones.
+
+- target: dim 256 (2 heads), 3 layers, FFN 1024;
+- drafter: dim 128 (1 head), 1 layer, FFN 256: ~11.7x fewer FLOPs per call (`python -m bench.train --measure`
   prints the counted FLOPs and the measured CPU wall per call of both).
 8x8-pixel patches (4 tokens per 16x16 frame) keep training within a CPU budget.
 
@@ -13,10 +19,12 @@ Flow matching: the model predicts v = noise - x0 at noise level sigma in [0, 1] 
 x0 = x - sigma * v. Both models are trained block-causally (3 frames per block), so one model is both an ordinary
 denoiser of the whole clip (all frames at one sigma: DTS) and a block-autoregressive generator (SDVG).
 """
+import math
 import os
 
 import torch
 
+from samplers.causal import CausalWanRunner
 from samplers.wan import WanConfig, WanDiT, load_wan
 
 from .world import DEFAULT_WORLD, TEXT_DIM
@@ -27,8 +35,8 @@ HEAD_DIM = 128
 PATCH_SIZE = (1, 8, 8)
 
 MODEL_CONFIGS = {
-    "target": dict(dim=256, ffn_dim=2048, num_heads=2, num_layers=3),
-    "drafter": dict(dim=256, ffn_dim=256, num_heads=2, num_layers=1),
+    "target": dict(dim=256, ffn_dim=1024, num_heads=2, num_layers=3),
+    "drafter": dict(dim=128, ffn_dim=256, num_heads=1, num_layers=1),
     # Not shipped: the target's first training stage, grown into the target (bench/train.py, `load_grown`).
     "target-stage1": dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2),
 }
@@ -42,8 +50,66 @@ def model_config(name):
                      patch_size=PATCH_SIZE)
 
 
+def position_embedding(dim, frames, height, width, frame_offset=0):
+    """Fixed sinusoidal absolute position of every patch token: float32 [dim, frames, height, width] (token grid).
+
+    Half of the channels encode the absolute frame index, a quarter each the token row and column (ViT-style
+    sines and cosines, no parameters)."""
+    def sines(positions, channels):
+        half = channels // 2
+        frequencies = torch.exp(-math.log(100.0) * torch.arange(half, dtype=torch.float32) / max(1, half))
+        angles = positions.float()[:, None] * frequencies[None, :]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # [positions, channels]
+
+    t_channels = dim // 2
+    h_channels = dim // 4
+    w_channels = dim - t_channels - h_channels
+    t = sines(torch.arange(frame_offset, frame_offset + frames), t_channels)[:, :, None, None]
+    h = sines(torch.arange(height), h_channels)[:, :, None]
+    w = sines(torch.arange(width), w_channels)[:, :, None]
+    return torch.cat([t.permute(1, 0, 2, 3).expand(-1, frames, height, width),
+                      h.permute(1, 0, 2)[:, None].expand(-1, frames, height, width),
+                      w.permute(1, 2, 0)[:, None].expand(-1, frames, height, width)], dim=0)
+
+
+class PositionalPatchEmbedding(torch.nn.Conv3d):
+    """Wan's patch embedding (same parameters and names) plus a fixed absolute position embedding of the tokens.
+
+    Why: Wan's only position signal is RoPE, which is relative; generating from pure noise, a token of these tiny
+    models cannot tell where in the clip it is, so it cannot draw an object at the conditioned start (measured:
+    the mean x0 estimate at sigma 1 puts chance-level colour at the right place). `frame_offset` is the absolute
+    index of the first frame of the input (set by `PositionalCausalRunner` for block-by-block generation)."""
+
+    frame_offset = 0
+
+    def forward(self, x):
+        tokens = super().forward(x)
+        _, dim, frames, height, width = tokens.shape
+        position = position_embedding(dim, frames, height, width, self.frame_offset)
+        return tokens + position.to(device=tokens.device, dtype=tokens.dtype)[None]
+
+
+def add_position_embedding(model):
+    """Give a WanDiT the bench's fixed absolute position embedding (in place; no new parameters). Returns it."""
+    if not isinstance(model.patch_embedding, PositionalPatchEmbedding):
+        model.patch_embedding.__class__ = PositionalPatchEmbedding
+    return model
+
+
+class PositionalCausalRunner(CausalWanRunner):
+    """`samplers.causal.CausalWanRunner` that tells the position embedding the absolute index of the block."""
+
+    def _forward(self, block, sigma, commit):
+        embedding = self.model.patch_embedding
+        embedding.frame_offset = self.committed_frames
+        try:
+            return super()._forward(block, sigma, commit)
+        finally:
+            embedding.frame_offset = 0
+
+
 def build_model(name):
-    return WanDiT(model_config(name))
+    return add_position_embedding(WanDiT(model_config(name)))
 
 
 def weights_path(name):
@@ -55,7 +121,7 @@ def load_model(name, path=None):
     path = weights_path(name) if path is None else path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: train it with `python -m bench.train --model {name}`")
-    return load_wan(path, head_dim=HEAD_DIM)
+    return add_position_embedding(load_wan(path, head_dim=HEAD_DIM))
 
 
 class FlowDenoiser:

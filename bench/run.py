@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from samplers.causal import CausalWanRunner
 from samplers.dts import sample_dts
 from samplers.sdvg import speculative_generate
 
 from .check import IdentityDecoder, WorldRouter, analyse
-from .models import FlowDenoiser, euler_sample, flow_sigmas, load_model
+from .models import FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas, load_model
 from .world import DEFAULT_WORLD, latent_to_frames, sample_clip
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -151,8 +150,8 @@ def sdvg_methods(settings):
 
 
 def make_runner(model, world=DEFAULT_WORLD):
-    return CausalWanRunner(model, latent_height=world.height, latent_width=world.width, max_frames=world.frames,
-                           frames_per_block=world.frames_per_block)
+    return PositionalCausalRunner(model, latent_height=world.height, latent_width=world.width,
+                                  max_frames=world.frames, frames_per_block=world.frames_per_block)
 
 
 def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAULT_WORLD):

@@ -6,9 +6,9 @@ integer-exact: objects are 3x3 sprites, velocities are one pixel per frame on ea
 the velocity, so the ground truth of a condition plus a start position is a closed-form trajectory.
 
 The condition (what the model is asked for) is one token per object slot, fed through the Wan text-embedding
-path as `context [B, MAX_OBJECTS, TEXT_DIM]`: present flag, colour one-hot, kind one-hot, velocity (vx, vy).
-Start positions are NOT in the condition: the model picks them (the noise decides), and the success check only
-asks that the motion it shows is the conditioned one.
+path as `context [B, MAX_OBJECTS, TEXT_DIM]`: present flag, colour one-hot, kind one-hot, velocity (vx, vy),
+start position (x, y) normalised to [0, 1], and the start position again as two one-hots (x, y). With the start
+position in the condition, a condition determines its clip, and the success check asks for that clip's track.
 """
 from dataclasses import dataclass, field
 
@@ -36,8 +36,15 @@ SPRITE_AREA = {kind: int(mask.sum()) for kind, mask in SPRITES.items()}
 # The eight king-move directions, one pixel per frame on each moving axis.
 DIRECTIONS = tuple((dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0))
 MAX_OBJECTS = 3
-TOKEN_FEATURES = 1 + len(COLOUR_NAMES) + len(KINDS) + 2  # present, colour, kind, vx, vy
-TEXT_DIM = 16  # the models' text_dim: the token padded with zeros
+# Start positions (top-left pixel) of the default 16x16 world: 0..13 on each axis.
+START_POSITIONS = 16 - SPRITE_SIZE + 1
+# Token layout: present | colour one-hot | kind one-hot | vx, vy | x, y normalised | x one-hot | y one-hot
+VELOCITY_SLICE = slice(1 + len(COLOUR_NAMES) + len(KINDS), 1 + len(COLOUR_NAMES) + len(KINDS) + 2)
+START_SLICE = slice(VELOCITY_SLICE.stop, VELOCITY_SLICE.stop + 2)
+START_X_SLICE = slice(START_SLICE.stop, START_SLICE.stop + START_POSITIONS)
+START_Y_SLICE = slice(START_X_SLICE.stop, START_X_SLICE.stop + START_POSITIONS)
+TOKEN_FEATURES = START_Y_SLICE.stop  # 41
+TEXT_DIM = 48  # the models' text_dim: the token padded with zeros
 
 
 @dataclass(frozen=True)
@@ -67,19 +74,30 @@ class WorldObject:
 
 @dataclass
 class Condition:
-    """What a clip must show: its objects (colour, kind, velocity). Start positions are free."""
+    """What a clip must show: its objects (colour, kind, velocity, start position).
+
+    An object without a start (a bare condition) leaves its start position free: its start features are zero and
+    the success check then fits the best start for the conditioned motion."""
     objects: list = field(default_factory=list)
 
     def tokens(self):
-        """The condition as text-embedding tokens: float32 tensor [MAX_OBJECTS, TEXT_DIM]."""
+        """The condition as text-embedding tokens: float32 tensor [MAX_OBJECTS, TEXT_DIM] (layout: see the slices
+        above; start x, y normalised by the last start position, START_POSITIONS - 1)."""
         out = torch.zeros(MAX_OBJECTS, TEXT_DIM)
         for slot, obj in enumerate(self.objects):
             row = out[slot]
             row[0] = 1.0
             row[1 + COLOUR_NAMES.index(obj.colour)] = 1.0
             row[1 + len(COLOUR_NAMES) + KINDS.index(obj.kind)] = 1.0
-            row[TOKEN_FEATURES - 2] = float(obj.velocity[0])
-            row[TOKEN_FEATURES - 1] = float(obj.velocity[1])
+            row[VELOCITY_SLICE] = torch.tensor([float(obj.velocity[0]), float(obj.velocity[1])])
+            if obj.start is not None:
+                x, y = int(obj.start[0]), int(obj.start[1])
+                if not (0 <= x < START_POSITIONS and 0 <= y < START_POSITIONS):
+                    raise ValueError(f"Condition.tokens: start must be in 0..{START_POSITIONS - 1} on each axis "
+                                     f"(got {obj.start!r})")
+                row[START_SLICE] = torch.tensor([x, y], dtype=torch.float32) / (START_POSITIONS - 1)
+                row[START_X_SLICE.start + x] = 1.0
+                row[START_Y_SLICE.start + y] = 1.0
         return out
 
     def describe(self):
