@@ -28,17 +28,13 @@ import torch
 from samplers.wan import save_wan
 
 from .models import MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, build_model, model_config
-from .world import DEFAULT_WORLD, sample_batch
+from .world import DEFAULT_WORLD, MAX_OBJECTS, sample_batch
 
-# The recipe of the shipped weights (both from scratch, run in parallel, one thread each, probe every 300 / 600):
-#   python -m bench.train --model target --threads 1 --probe-every 300
-#   python -m bench.train --model drafter --threads 1 --probe-every 600
-# "target-stage1" (2 layers, FFN 512) is kept for a two-stage recipe: train it, then
-#   python -m bench.train --model target --init <dir>/target-stage1.safetensors   (grown with `load_grown`)
+# The recipe of the shipped weights (from scratch, fixed seeds): `python -m bench.train --model target` and
+# `python -m bench.train --model drafter` (see bench/weights/*.json for how long they ran, on how many threads).
 DEFAULTS = {
-    "target-stage1": dict(steps=3000, batch=8, lr=1.5e-3, seed=0, patterns=(0.3, 0.4)),
-    "target": dict(steps=2400, batch=8, lr=1.5e-3, seed=1, patterns=(0.25, 0.55)),
-    "drafter": dict(steps=6000, batch=8, lr=2e-3, seed=0, patterns=(0.25, 0.55)),
+    "target": dict(steps=2800, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
+    "drafter": dict(steps=3000, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
 }
 
 
@@ -121,7 +117,7 @@ def probe(model, world, seeds=(900001, 900002, 900003, 900004), sigmas=(0.3, 0.6
                 condition, clip = sample_clip(seed, world)
                 noise = torch.randn(clip.shape, generator=torch.Generator().manual_seed(seed))
                 x = (1 - sigma) * clip + sigma * noise
-                v = model(x[None], torch.tensor([sigma * 1000.0]), condition.tokens()[None],
+                v = model(x[None], torch.tensor([sigma * 1000.0]), condition.tokens(world)[None],
                           frames_per_block=world.frames_per_block)
                 scores.append(float(analyse((x[None] - sigma * v)[0], condition, world).quality.mean()))
             out[sigma] = round(sum(scores) / len(scores), 3)
@@ -132,7 +128,7 @@ def probe(model, world, seeds=(900001, 900002, 900003, 900004), sigmas=(0.3, 0.6
         for seed in seeds:
             condition, clip = sample_clip(seed, world)
             noise = torch.randn((1,) + tuple(clip.shape), generator=torch.Generator().manual_seed(seed))
-            generated = euler_sample(FlowDenoiser(model, condition.tokens()[None], world.frames_per_block), noise,
+            generated = euler_sample(FlowDenoiser(model, condition.tokens(world)[None], world.frames_per_block), noise,
                                      flow_sigmas(10, 3.0))
             analysis = analyse(generated[0], condition, world)
             passed += analysis.success
@@ -231,7 +227,7 @@ def forward_flops(name, world=DEFAULT_WORLD):
     config = model_config(name)
     tokens_per_frame = (world.height // config.patch_size[1]) * (world.width // config.patch_size[2])
     tokens = world.frames * tokens_per_frame
-    text_tokens = 3
+    text_tokens = MAX_OBJECTS * world.frames
     dim, ffn = config.dim, config.ffn_dim
     per_layer = (tokens * (4 * dim * dim + 2 * dim * dim + 2 * dim * ffn)  # self q,k,v,o; cross q,o; FFN
                  + text_tokens * 2 * dim * dim  # cross k,v of the text tokens
@@ -247,7 +243,7 @@ def measure(repeats=20, threads=2, world=DEFAULT_WORLD):
 
     torch.set_num_threads(threads)
     condition, clip = sample_clip(0, world)
-    context = condition.tokens()[None]
+    context = condition.tokens(world)[None]
     x = clip[None]
     out = {}
     for name in SHIPPED:
@@ -275,7 +271,8 @@ def main(argv=None):
     parser.add_argument("--patterns", help="probabilities of the uniform and prefix noise patterns, e.g. 0.25,0.55")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out-dir", default=WEIGHTS_DIR)
-    parser.add_argument("--shift", type=float, default=1.0, help="shift of the training sigmas towards high noise")
+    parser.add_argument("--shift", type=float, help="shift of the training sigmas towards high noise (default: per "
+                        "model)")
     parser.add_argument("--init", help="continue from these weights (a second training stage)")
     parser.add_argument("--probe-every", type=int, default=0, help="print a denoising probe every N steps")
     parser.add_argument("--measure", action="store_true", help="print per-call FLOPs and wall of both models")
@@ -286,13 +283,13 @@ def main(argv=None):
     if args.model is None:
         parser.error("--model is required (or --measure)")
     settings = dict(DEFAULTS[args.model])
-    for key in ("steps", "batch", "lr", "seed"):
+    for key in ("steps", "batch", "lr", "seed", "shift"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     if args.patterns is not None:
         settings["patterns"] = tuple(float(p) for p in args.patterns.split(","))
     train(args.model, threads=args.threads, out_dir=args.out_dir, probe_every=args.probe_every,
-          init=args.init, shift=args.shift, **settings)
+          init=args.init, **settings)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ A clip lives directly in "latent" space: `[C, T, H, W]` with C = 3 channels that
 integer-exact: objects are 3x3 sprites, velocities are one pixel per frame on each moving axis, a wall reflects
 the velocity, so the ground truth of a condition plus a start position is a closed-form trajectory.
 
-The condition (what the model is asked for) is one token per object slot, fed through the Wan text-embedding
-path as `context [B, MAX_OBJECTS, TEXT_DIM]`: present flag, colour one-hot, kind one-hot, velocity (vx, vy),
-start position (x, y) normalised to [0, 1], and the start position again as two one-hots (x, y). With the start
-position in the condition, a condition determines its clip, and the success check asks for that clip's track.
+The condition (what the model is asked for) is fed through the Wan text-embedding path as `context [B, L, TEXT_DIM]`
+with one token per (object slot, frame), L = MAX_OBJECTS x frames: present flag, colour one-hot, kind one-hot,
+velocity (vx, vy), start position (x, y) normalised to [0, 1], the frame index one-hot, and the sprite's
+conditioned position in that frame (x, y one-hots and normalised). The conditioned track is thus spelled out frame
+by frame, as in trajectory- or box-conditioned video models: tiny models trained for minutes on a CPU did not learn
+to turn a start and a velocity into bouncing positions (bench/models.py says what was measured). A condition
+determines its clip, and the success check asks for that clip's track.
 """
 from dataclasses import dataclass, field
 
@@ -38,14 +41,18 @@ DIRECTIONS = tuple((dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy
 MAX_OBJECTS = 3
 # Start positions (top-left pixel) of the default 16x16 world: 0..13 on each axis.
 START_POSITIONS = 16 - SPRITE_SIZE + 1
-# Token layout: present | colour one-hot | kind one-hot | vx, vy | x, y normalised | x one-hot | y one-hot
+# Token layout (one token per object slot and frame):
+# present | colour one-hot | kind one-hot | vx, vy | start x, y normalised | frame one-hot | x one-hot | y one-hot |
+# x, y normalised (the last four: the sprite's conditioned top-left pixel in that frame)
+MAX_FRAMES = 12  # frames the token layout has room for
 VELOCITY_SLICE = slice(1 + len(COLOUR_NAMES) + len(KINDS), 1 + len(COLOUR_NAMES) + len(KINDS) + 2)
 START_SLICE = slice(VELOCITY_SLICE.stop, VELOCITY_SLICE.stop + 2)
-START_X_SLICE = slice(START_SLICE.stop, START_SLICE.stop + START_POSITIONS)
-START_Y_SLICE = slice(START_X_SLICE.stop, START_X_SLICE.stop + START_POSITIONS)
-TOKEN_FEATURES = START_Y_SLICE.stop  # 41
-TEXT_DIM = 48  # the models' text_dim: the token padded with zeros
-
+FRAME_SLICE = slice(START_SLICE.stop, START_SLICE.stop + MAX_FRAMES)
+X_SLICE = slice(FRAME_SLICE.stop, FRAME_SLICE.stop + START_POSITIONS)
+Y_SLICE = slice(X_SLICE.stop, X_SLICE.stop + START_POSITIONS)
+POSITION_SLICE = slice(Y_SLICE.stop, Y_SLICE.stop + 2)
+TOKEN_FEATURES = POSITION_SLICE.stop  # 55
+TEXT_DIM = 64  # the models' text_dim: the token padded with zeros
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -76,29 +83,40 @@ class WorldObject:
 class Condition:
     """What a clip must show: its objects (colour, kind, velocity, start position).
 
-    An object without a start (a bare condition) leaves its start position free: its start features are zero and
-    the success check then fits the best start for the conditioned motion."""
+    An object without a start (a bare condition) has no tokens (the models need the start); the success check
+    then fits the best start for the conditioned motion."""
     objects: list = field(default_factory=list)
 
-    def tokens(self):
-        """The condition as text-embedding tokens: float32 tensor [MAX_OBJECTS, TEXT_DIM] (layout: see the slices
-        above; start x, y normalised by the last start position, START_POSITIONS - 1)."""
-        out = torch.zeros(MAX_OBJECTS, TEXT_DIM)
+    def tokens(self, world=None):
+        """The condition as text-embedding tokens: float32 tensor [MAX_OBJECTS * frames, TEXT_DIM], token
+        `slot * frames + t` for object slot `slot` in frame t (layout: see the slices above; positions normalised
+        by the last start position, START_POSITIONS - 1). Empty slots are zero tokens."""
+        world = DEFAULT_WORLD if world is None else world
+        if world.frames > MAX_FRAMES or world.width - SPRITE_SIZE + 1 > START_POSITIONS \
+                or world.height - SPRITE_SIZE + 1 > START_POSITIONS:
+            raise ValueError(f"Condition.tokens: the token layout holds at most {MAX_FRAMES} frames of "
+                             f"{START_POSITIONS + SPRITE_SIZE - 1}x{START_POSITIONS + SPRITE_SIZE - 1} (got {world})")
+        out = torch.zeros(MAX_OBJECTS, world.frames, TEXT_DIM)
         for slot, obj in enumerate(self.objects):
-            row = out[slot]
-            row[0] = 1.0
-            row[1 + COLOUR_NAMES.index(obj.colour)] = 1.0
-            row[1 + len(COLOUR_NAMES) + KINDS.index(obj.kind)] = 1.0
-            row[VELOCITY_SLICE] = torch.tensor([float(obj.velocity[0]), float(obj.velocity[1])])
-            if obj.start is not None:
-                x, y = int(obj.start[0]), int(obj.start[1])
-                if not (0 <= x < START_POSITIONS and 0 <= y < START_POSITIONS):
-                    raise ValueError(f"Condition.tokens: start must be in 0..{START_POSITIONS - 1} on each axis "
-                                     f"(got {obj.start!r})")
-                row[START_SLICE] = torch.tensor([x, y], dtype=torch.float32) / (START_POSITIONS - 1)
-                row[START_X_SLICE.start + x] = 1.0
-                row[START_Y_SLICE.start + y] = 1.0
-        return out
+            if obj.start is None:
+                raise ValueError(f"Condition.tokens: object {slot} ({obj.colour} {obj.kind}) has no start position; "
+                                 "the model's condition needs one (a bare condition is for the success check only)")
+            x, y = int(obj.start[0]), int(obj.start[1])
+            if not (0 <= x < START_POSITIONS and 0 <= y < START_POSITIONS):
+                raise ValueError(f"Condition.tokens: start must be in 0..{START_POSITIONS - 1} on each axis "
+                                 f"(got {obj.start!r})")
+            rows = out[slot]
+            rows[:, 0] = 1.0
+            rows[:, 1 + COLOUR_NAMES.index(obj.colour)] = 1.0
+            rows[:, 1 + len(COLOUR_NAMES) + KINDS.index(obj.kind)] = 1.0
+            rows[:, VELOCITY_SLICE] = torch.tensor([float(obj.velocity[0]), float(obj.velocity[1])])
+            rows[:, START_SLICE] = torch.tensor([x, y], dtype=torch.float32) / (START_POSITIONS - 1)
+            for t, (track_x, track_y) in enumerate(object_track(obj, world)):
+                rows[t, FRAME_SLICE.start + t] = 1.0
+                rows[t, X_SLICE.start + track_x] = 1.0
+                rows[t, Y_SLICE.start + track_y] = 1.0
+                rows[t, POSITION_SLICE] = torch.tensor([track_x, track_y], dtype=torch.float32) / (START_POSITIONS - 1)
+        return out.flatten(0, 1)
 
     def describe(self):
         names = {(-1, -1): "up-left", (0, -1): "up", (1, -1): "up-right", (-1, 0): "left", (1, 0): "right",
@@ -178,10 +196,10 @@ def sample_clip(seed, world=DEFAULT_WORLD, num_objects=None):
 
 
 def sample_batch(rng, batch_size, world=DEFAULT_WORLD):
-    """Training batch: (clips [B, C, T, H, W], context [B, MAX_OBJECTS, TEXT_DIM])."""
+    """Training batch: (clips [B, C, T, H, W], context [B, MAX_OBJECTS * frames, TEXT_DIM])."""
     conditions = [sample_condition(rng, world) for _ in range(batch_size)]
     clips = torch.stack([render(c, world) for c in conditions])
-    context = torch.stack([c.tokens() for c in conditions])
+    context = torch.stack([c.tokens(world) for c in conditions])
     return clips, context
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.check import IdentityDecoder, WorldRouter, analyse, is_success
-from bench.world import (DEFAULT_WORLD, SPRITE_SIZE, TEXT_DIM, Condition, WorldObject, bounce_track,
+from bench.world import (DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, TEXT_DIM, Condition, WorldObject, bounce_track,
                          latent_to_frames, object_track, render, sample_batch, sample_clip)
 from bench_support import frozen, shipped_models, shuffled, wrong_colours, wrong_kinds
 
@@ -45,22 +45,35 @@ def test_bounce_track_reflects_off_both_walls():
     assert bounce_track(3, 1, 5, 4).tolist() == [3, 4, 3, 2, 1]
 
 
-def test_condition_tokens_encode_colour_kind_and_velocity():
-    tokens = Condition([WorldObject("blue", "plus", (1, -1))]).tokens()
-    assert tokens.shape == (3, TEXT_DIM)
-    assert tokens[0, 0] == 1 and tokens[1:].abs().sum() == 0  # one present slot, two empty ones
-    assert tokens[0, 1 + 2] == 1  # blue is the third colour
-    assert tokens[0, 1 + 6 + 1] == 1  # plus is the second kind
-    assert tokens[0, 9].item() == 1 and tokens[0, 10].item() == -1
-    assert tokens[0, 11:].abs().sum() == 0  # a bare condition (no start) leaves the start features zero
+def test_condition_tokens_encode_colour_kind_velocity_and_start_in_every_frame():
+    frames = DEFAULT_WORLD.frames
+    tokens = Condition([WorldObject("blue", "plus", (1, -1), start=(2, 5))]).tokens()
+    assert tokens.shape == (MAX_OBJECTS * frames, TEXT_DIM)
+    assert (tokens[:frames, 0] == 1).all() and tokens[frames:].abs().sum() == 0  # one present slot, two empty ones
+    assert (tokens[:frames, 1 + 2] == 1).all()  # blue is the third colour
+    assert (tokens[:frames, 1 + 6 + 1] == 1).all()  # plus is the second kind
+    assert (tokens[:frames, 9] == 1).all() and (tokens[:frames, 10] == -1).all()
+    assert torch.allclose(tokens[:frames, 11:13], torch.tensor([2 / 13, 5 / 13]).expand(frames, 2))
 
 
-def test_condition_tokens_encode_the_start_position_normalised_and_one_hot():
-    tokens = Condition([WorldObject("red", "square", (0, 1), start=(13, 4))]).tokens()
-    assert tokens[0, 11].item() == 1.0 and tokens[0, 12].item() == pytest.approx(4 / 13)
-    assert tokens[0, 13:27].tolist() == [0.0] * 13 + [1.0]  # x one-hot: position 13
-    assert tokens[0, 27:41].tolist() == [0.0] * 4 + [1.0] + [0.0] * 9  # y one-hot: position 4
-    assert tokens[0, 41:].abs().sum() == 0
+def test_condition_tokens_give_each_frame_its_index_and_the_conditioned_position():
+    obj = WorldObject("red", "square", (1, 1), start=(12, 2))
+    tokens = Condition([obj]).tokens()
+    frame_one_hot, x_one_hot, y_one_hot = tokens[:12, 13:25], tokens[:12, 25:39], tokens[:12, 39:53]
+    assert torch.equal(frame_one_hot, torch.eye(12))
+    track = object_track(obj)  # x: 12, 13, 12, 11, ... (a bounce); y: 2, 3, 4, ...
+    assert x_one_hot.argmax(dim=1).tolist() == track[:, 0].tolist() == [12, 13] + list(range(12, 2, -1))
+    assert y_one_hot.argmax(dim=1).tolist() == track[:, 1].tolist()
+    assert x_one_hot.sum() == 12 and y_one_hot.sum() == 12
+    assert torch.allclose(tokens[:12, 53:55], torch.from_numpy(track).float() / 13)
+    assert tokens[:, 55:].abs().sum() == 0
+
+
+def test_condition_tokens_need_a_start_position():
+    with pytest.raises(ValueError, match="no start position"):
+        Condition([WorldObject("blue", "plus", (1, -1))]).tokens()
+    with pytest.raises(ValueError, match="start must be in 0..13"):
+        Condition([WorldObject("blue", "plus", (1, -1), start=(14, 0))]).tokens()
 
 
 def test_ground_truth_objects_never_touch():
@@ -176,7 +189,7 @@ def test_shipped_weights_fit_the_size_budget():
 
 
 def test_shipped_models_denoise_a_noised_ground_truth_clip_into_a_passing_clip():
-    # What the shipped models do learn: at sigma 0.3 the target recovers every object of a noised clip.
+    # The easy half of the job: at sigma 0.3 the target recovers every object of a noised clip.
     target, _ = shipped_models()
     condition, clip = sample_clip(5)
     noise = torch.randn(clip.shape, generator=torch.Generator().manual_seed(5))
@@ -220,8 +233,6 @@ def test_drafter_is_at_least_five_times_cheaper_per_call_in_flops():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped models do not yet place objects at the conditioned start when "
-                   "generating from noise (see docs/bench.md); strict: remove this marker when retrained models pass")
 def test_shipped_target_denoises_a_passing_clip_for_a_fixed_seed():
     from bench.models import FlowDenoiser, euler_sample, flow_sigmas
     from bench.run import SHIFT, initial_noise
@@ -234,8 +245,6 @@ def test_shipped_target_denoises_a_passing_clip_for_a_fixed_seed():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped models do not yet place objects at the conditioned start when "
-                   "generating from noise (see docs/bench.md); strict: remove this marker when retrained models pass")
 def test_shipped_models_generate_a_passing_clip_block_by_block():
     from bench.run import run_sdvg_once
     target, drafter = shipped_models()
