@@ -34,7 +34,7 @@ from .world import DEFAULT_WORLD, MAX_OBJECTS, sample_batch
 # `python -m bench.train --model drafter` (see bench/weights/*.json for how long they ran, on how many threads).
 DEFAULTS = {
     "target": dict(steps=2800, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
-    "drafter": dict(steps=3000, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
+    "drafter": dict(steps=6000, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
 }
 
 
