@@ -13,7 +13,7 @@ noise must know where it is to draw an object at its conditioned position. The w
 loaded without it (plain `load_wan`), the models are NOT the trained ones.
 
 - target: dim 128 (4 heads), 3 layers, FFN 512;
-- drafter: dim 64 (2 heads), 1 layer, FFN 256: ~10x fewer FLOPs per call (`python -m bench.train --measure`
+- drafter: dim 64 (2 heads), 1 layer, FFN 256: 9.5x fewer FLOPs per call (`python -m bench.train --measure`
   prints the counted FLOPs and the measured CPU wall per call of both).
 
 What did not train within the CPU budget (about 10 minutes of one core each, judged by clips generated from

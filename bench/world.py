@@ -54,6 +54,7 @@ POSITION_SLICE = slice(Y_SLICE.stop, Y_SLICE.stop + 2)
 TOKEN_FEATURES = POSITION_SLICE.stop  # 55
 TEXT_DIM = 64  # the models' text_dim: the token padded with zeros
 
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Size of the world. channels is fixed at 3 (the latent IS RGB)."""
