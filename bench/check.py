@@ -10,8 +10,7 @@ Analysis of frames `[T, H, W, 3]` (0..1) against a Condition:
 A clip SUCCEEDS (the analogue of the DTS paper's task success) when, in every frame, every conditioned object
 is present (>= MIN_AREA pixels of its colour, no more than its sprite area + EXTRA_AREA), its mean area matches
 its kind (square 9 px, plus 5 px), its track follows the conditioned start and motion within POSITION_TOLERANCE
-pixels,
-and no frame has MIN_AREA or more pixels of a colour that was not asked for.
+pixels, and no frame has MIN_AREA or more pixels of a colour that was not asked for.
 
 The per-frame QUALITY in [0, 1] (1 = perfect) is the SDVG router's score in this world: it penalises missing
 area, position error, stray colours and unclean pixels; see `frame_quality`.
