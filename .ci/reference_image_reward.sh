@@ -37,5 +37,5 @@ fi
 
 export IMAGE_REWARD_REFERENCE_PYTHON="$(cd "$VENV" && pwd)/bin/python"
 start=$(date +%s)
-"$PYTHON" -m pytest -q -s -m reference tests/test_reward_full_size.py
+"$PYTHON" -m pytest -q -s -m reference tests/plain_torch/test_reward_full_size.py
 echo "reference tests ran in $(( $(date +%s) - start )) s"

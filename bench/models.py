@@ -31,8 +31,8 @@ import os
 
 import torch
 
-from samplers.causal import CausalWanRunner
-from samplers.wan import WanConfig, WanDiT, load_wan
+from samplers.models.causal_runner import CausalWanRunner
+from samplers.models.wan import WanConfig, WanDiT, load_wan
 
 from .world import DEFAULT_WORLD, TEXT_DIM
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from samplers.dts import sample_dts
-from samplers.sdvg import speculative_generate
+from samplers.methods.dts import sample_dts
+from samplers.methods.sdvg import speculative_generate
 
 from .check import IdentityDecoder, WorldRouter, analyse
 from .models import FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas, load_model

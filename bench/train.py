@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from samplers.wan import save_wan
+from samplers.models.wan import save_wan
 
 from .models import MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, build_model, model_config
 from .world import DEFAULT_WORLD, MAX_OBJECTS, sample_batch
@@ -161,7 +161,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     rng = np.random.default_rng(seed)
     model = init_weights(build_model(name)).train()
     if init is not None:  # a second stage: continue from saved weights (EMA of the first stage)
-        from samplers.wan import load_wan_state_dict
+        from samplers.models.wan import load_wan_state_dict
 
         load_grown(model, {k: v.float() for k, v in load_wan_state_dict(init).items()})
     ema = copy.deepcopy(model).eval()

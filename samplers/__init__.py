@@ -1,1 +1,1 @@
-"""The methods in plain torch. Nothing here imports ComfyUI."""
+"""Plain torch, never ComfyUI: `methods/` holds DTS and SDVG, `models/` the networks they run."""

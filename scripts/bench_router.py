@@ -20,9 +20,9 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from samplers.bert_tokenizer import SPECIAL_TOKENS, BertTokenizer  # noqa: E402
-from samplers.image_reward_model import ImageReward, ImageRewardConfig  # noqa: E402
-from samplers.reward import ImageRewardRouter  # noqa: E402
+from samplers.models.bert_tokenizer import SPECIAL_TOKENS, BertTokenizer  # noqa: E402
+from samplers.models.image_reward import ImageReward, ImageRewardConfig  # noqa: E402
+from samplers.models.reward_router import ImageRewardRouter  # noqa: E402
 
 PROMPT = "a red car driving along a coastal road at sunset, cinematic, highly detailed"
 

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from samplers.image_reward_model import (count_parameters, load_state_dict_file,  # noqa: E402
+from samplers.models.image_reward import (count_parameters, load_state_dict_file,  # noqa: E402
                                          save_state_dict_safetensors)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "keep": None}

@@ -26,7 +26,7 @@ PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if PACK_ROOT not in sys.path:
     sys.path.append(PACK_ROOT)
 
-from samplers.wan import WanDiT, WanFormatError, infer_config, strip_wan_prefix  # noqa: E402
+from samplers.models.wan import WanDiT, WanFormatError, infer_config, strip_wan_prefix  # noqa: E402
 
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -1,10 +1,15 @@
 """Shared test set-up.
 
-- The repo root goes on sys.path so tests import `samplers` and `bench` directly.
-- Tests marked `comfyui` need a ComfyUI checkout at COMFYUI_PATH; without it they are skipped and the
-  reason is printed (`-ra`). ComfyUI's folder goes *ahead* of the repo root so that `import nodes` means
-  ComfyUI's nodes.py, never this pack's nodes/ package.
-- Modules in tests/ can import each other by name (tests/ is on sys.path too).
+Tests are grouped by what they need, and the folder decides the markers:
+- plain_torch/: torch only;
+- with_comfyui/: a ComfyUI checkout at COMFYUI_PATH, imported in-process on the CPU (marker `comfyui`);
+- with_server/: a real ComfyUI server started by the tests (markers `comfyui`, `server`, `slow`);
+- js/: Node's test runner (`node --test tests/js/`), not pytest.
+Without COMFYUI_PATH the `comfyui` tests are skipped and the reason is printed (`-ra`).
+
+The repo root and tests/ are on sys.path through pytest's `pythonpath` setting (pyproject.toml), so tests import
+`samplers`, `bench` and the helper package `support`. ComfyUI's folder goes *ahead* of them, as ComfyUI's own
+main.py puts it, so that `import nodes` means ComfyUI's nodes.py, never this pack's nodes/ package.
 """
 import asyncio
 import os
@@ -12,18 +17,15 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(REPO, "tests")
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+from support import REPO
 
-for _path in (TESTS, REPO):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 if COMFYUI_PATH:
     COMFYUI_PATH = os.path.abspath(COMFYUI_PATH)
     sys.path.insert(0, COMFYUI_PATH)
 
 SKIP_REASON = "COMFYUI_PATH is not set: point it at a ComfyUI checkout to run the tests marked `comfyui`"
+FOLDER_MARKERS = {"with_comfyui": ("comfyui",), "with_server": ("comfyui", "server", "slow")}
 
 
 def pytest_report_header(config):
@@ -31,12 +33,13 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if COMFYUI_PATH:
-        return
-    skip = pytest.mark.skip(reason=SKIP_REASON)
+    tests_dir = os.path.join(REPO, "tests")
     for item in items:
-        if "comfyui" in item.keywords:
-            item.add_marker(skip)
+        folder = os.path.relpath(str(item.path), tests_dir).split(os.sep)[0]
+        for marker in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(marker)
+        if "comfyui" in item.keywords and not COMFYUI_PATH:
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
 def import_comfyui_on_cpu():

@@ -1,0 +1,222 @@
+"""SDVG inside ComfyUI: checks on the node's inputs, the runners on ComfyUI's devices, progress and statistics.
+
+The method is samplers/methods/sdvg.py (plain torch); this module validates ComfyUI's MODEL / VAE / CONDITIONING
+inputs (errors name the input), builds one reset CausalWanRunner per model the mode needs, wraps runners and decoder
+in `Placed`, and reports.
+"""
+import json
+import math
+
+import torch
+
+from ...samplers.methods.schedules import check_flow_sigmas
+from ...samplers.methods.sdvg import MODE_TAU, parts_needed, speculative_generate
+from ...samplers.models.causal_runner import CausalWanRunner, kv_cache_bytes
+from ...samplers.models.wan import validate_window
+from .image_reward_run import check_router
+from .placement import Placed, compute_dtype
+from .stats_events import report_stats
+
+LATENT_CHANNELS = 16  # Wan 2.1 latent space (comfy.latent_formats.Wan21)
+PIXELS_PER_LATENT = 8  # Wan 2.1 VAE: spatial downscale 8; temporal 4 (1 + 4 * (T - 1) frames for T latent frames)
+
+
+def check_wan21_t2v(model, input_name):
+    """The ComfyUI MODEL `model` must hold a Wan 2.1 text-to-video DiT; returns its WanModel module."""
+    import comfy.ldm.wan.model
+    import comfy.supported_models
+
+    base_model = getattr(model, "model", None)
+    diffusion_model = getattr(base_model, "diffusion_model", None)
+    if diffusion_model is None or not hasattr(base_model, "model_config"):
+        raise ValueError(f"{input_name}: expected a ComfyUI MODEL (from UNETLoader / Load Diffusion Model), "
+                         f"got {type(model).__name__}")
+    config_name = type(base_model.model_config).__name__
+    if type(base_model.model_config) is not comfy.supported_models.WAN21_T2V:
+        raise ValueError(f"{input_name}: expected a Wan 2.1 T2V DiT (ComfyUI model config WAN21_T2V), got "
+                         f"{config_name}; image-to-video, VACE, camera, audio and Wan 2.2 variants need inputs SDVG "
+                         "does not give them")
+    if type(diffusion_model) is not comfy.ldm.wan.model.WanModel:
+        raise ValueError(f"{input_name}: expected a Wan 2.1 T2V DiT (comfy.ldm.wan.model.WanModel), got "
+                         f"{type(diffusion_model).__name__}")
+    return diffusion_model
+
+
+def wan_latent_space(diffusion_model):
+    """What two Wan DiTs must share to take turns on one video: channels in/out, patch size, text width."""
+    return {
+        "latent channels": (diffusion_model.in_dim, diffusion_model.out_dim),
+        "patch size": tuple(diffusion_model.patch_size),
+        "text width": diffusion_model.text_embedding[0].in_features,
+    }
+
+
+def check_same_latent_space(drafter_module, target_module):
+    drafter_space, target_space = wan_latent_space(drafter_module), wan_latent_space(target_module)
+    for what in drafter_space:
+        if drafter_space[what] != target_space[what]:
+            raise ValueError(f"drafter and target must share {what} (got {drafter_space[what]} and "
+                             f"{target_space[what]})")
+    channels = drafter_space["latent channels"]
+    if channels != (LATENT_CHANNELS, LATENT_CHANNELS):
+        raise ValueError(f"drafter: expected {LATENT_CHANNELS} latent channels in and out (the Wan 2.1 VAE's), "
+                         f"got {channels}")
+
+
+def check_video_size(width, height, num_blocks, frames_per_block):
+    for name, value in (("width", width), ("height", height)):
+        if value < 16 or value % 16:
+            raise ValueError(f"{name}: expected a positive multiple of 16 (VAE /8, then the DiT's 2x2 patches), "
+                             f"got {value}")
+    if num_blocks < 1:
+        raise ValueError(f"num_blocks: expected at least 1 block, got {num_blocks}")
+    if frames_per_block < 1:
+        raise ValueError(f"frames_per_block: expected at least 1 latent frame, got {frames_per_block}")
+
+
+def check_window(local_attn_frames, sink_frames, frames_per_block):
+    """local_attn_frames 0 = no window (attend to every earlier frame); returns the runner's window (None or int)."""
+    if local_attn_frames == 0:
+        if sink_frames:
+            raise ValueError(f"sink_frames: sink frames belong to a local window; set local_attn_frames > 0 or "
+                             f"sink_frames to 0 (got {sink_frames})")
+        return None
+    validate_window(frames_per_block, local_attn_frames, sink_frames)  # its errors name the inputs
+    return local_attn_frames
+
+
+def effective_tau(mode, tau):
+    """The node's mode and tau widgets -> the tau the loop runs (the baselines are +-inf)."""
+    if mode not in MODE_TAU:
+        raise ValueError(f"mode: expected one of {list(MODE_TAU)}, got {mode!r}")
+    if not math.isfinite(tau):
+        raise ValueError(f"tau: expected a finite number (use mode for the baselines), got {tau}")
+    return float(tau) if MODE_TAU[mode] is None else MODE_TAU[mode]
+
+
+def text_context(positive, text_width):
+    """The text embeddings [1, L, text_width] of the first CONDITIONING entry."""
+    try:
+        context = positive[0][0]
+    except (TypeError, IndexError, KeyError):
+        context = None
+    if not torch.is_tensor(context) or context.ndim != 3 or context.shape[-1] != text_width:
+        shape = list(context.shape) if torch.is_tensor(context) else type(context).__name__
+        raise ValueError(f"positive: expected CONDITIONING from the Wan text encoder (umT5-XXL, [1, L, {text_width}]),"
+                         f" got {shape}")
+    if context.shape[0] != 1:
+        raise ValueError(f"positive: expected one prompt (batch 1), got a batch of {context.shape[0]}")
+    return context
+
+
+def place_runners(models, context, block_shape, max_frames, local_attn_frames, sink_frames):
+    """Load the models through ComfyUI and build one reset CausalWanRunner per model.
+
+    models: {name: (ModelPatcher, WanModel)}; block_shape: (1, C, F, h, w) latent block; max_frames: latent frames
+    of the whole video. Returns {name: Placed runner}.
+
+    The first load reserves room for every KV cache (allocated right after, they stay on the device for the whole
+    run) plus one block's activations. When the models do not fit together, ComfyUI loads what fits; each runner's
+    model is then loaded again before its calls and ComfyUI offloads (part of) the idle one.
+    """
+    import comfy.model_management
+
+    _, _, frames_per_block, latent_height, latent_width = block_shape
+    tokens_per_frame = (latent_height // 2) * (latent_width // 2)  # the DiT's 2x2 patches
+    dtypes = {name: compute_dtype(patcher) for name, (patcher, _) in models.items()}
+    kv_bytes = sum(kv_cache_bytes(module, tokens_per_frame=tokens_per_frame, max_frames=max_frames, batch_size=1,
+                                  dtype=dtypes[name], local_attn_frames=local_attn_frames)
+                   for name, (_, module) in models.items())
+    activation_bytes = max(patcher.memory_required(list(block_shape)) for patcher, _ in models.values())
+    comfy.model_management.load_models_gpu([patcher for patcher, _ in models.values()],
+                                           memory_required=kv_bytes + activation_bytes)
+    runners = {}
+    for name, (patcher, module) in models.items():
+        runner = CausalWanRunner(module, latent_height=latent_height, latent_width=latent_width,
+                                 max_frames=max_frames, frames_per_block=frames_per_block,
+                                 local_attn_frames=local_attn_frames, sink_frames=sink_frames, batch_size=1,
+                                 device=patcher.load_device, dtype=dtypes[name])
+        runners[name] = Placed(runner, patcher, ("predict", "commit", "reset"), memory_required=activation_bytes)
+        runners[name].reset(context)
+    return runners
+
+
+def block_progress(num_blocks, unique_id):
+    """callback(info) for speculative_generate: advances ComfyUI's progress bar per block, with a preview of the
+    block's last decoded frame."""
+    import comfy.utils
+    import latent_preview
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    progress_bar = comfy.utils.ProgressBar(num_blocks, node_id=unique_id)
+    show_previews = args.preview_method != LatentPreviewMethod.NoPreviews
+
+    def callback(info):
+        preview = None
+        frames = info.get("frames")
+        if show_previews and frames is not None and len(frames) > 0:
+            image = latent_preview.preview_to_image(frames[-1].float() * 2.0 - 1.0)  # expects -1..1
+            preview = ("JPEG", image, latent_preview.MAX_PREVIEW_RESOLUTION)
+        progress_bar.update_absolute(info["block"] + 1, num_blocks, preview)
+
+    return callback
+
+
+def summary_line(stats):
+    blocks = stats.get("blocks", [])
+    accepted = sum(1 for block in blocks if block.get("accepted"))
+    rate = stats.get("acceptance_rate")
+    rate_text = f"{100.0 * rate:.0f}%" if isinstance(rate, (int, float)) and math.isfinite(rate) else "n/a"
+    speedup = stats.get("estimated_speedup")
+    speedup_text = f"x{speedup:.2f}" if isinstance(speedup, (int, float)) and math.isfinite(speedup) else "n/a"
+    seconds = stats.get("seconds", float("nan"))
+    return (f"SDVG: {len(blocks)} blocks, {accepted} drafts kept (acceptance {rate_text}), tau {stats.get('tau')}, "
+            f"{seconds:.1f} s, estimated speed-up {speedup_text} against target only (wall time on this machine)")
+
+
+def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, height, num_blocks, frames_per_block, tau,
+             mode, drafter_sigmas, target_sigmas, seed, force_target_first_block, local_attn_frames=0, sink_frames=0,
+             unique_id=None):
+    """The SDVG node's work: validate, place, generate, report. Returns (LATENT, IMAGE, stats JSON)."""
+    import comfy.model_management
+
+    from .wan_vae_stream import WanStreamingDecoder
+
+    # Validation first: nothing is loaded or allocated for inputs that cannot work.
+    drafter_module = check_wan21_t2v(drafter, "drafter")
+    target_module = check_wan21_t2v(target, "target")
+    check_same_latent_space(drafter_module, target_module)
+    check_video_size(width, height, num_blocks, frames_per_block)
+    drafter_steps = check_flow_sigmas(drafter_sigmas, "drafter_sigmas")
+    target_steps = check_flow_sigmas(target_sigmas, "target_sigmas")
+    tau = effective_tau(mode, tau)
+    check_router(router)
+    context = text_context(positive, wan_latent_space(target_module)["text width"])
+    decoder = WanStreamingDecoder(vae, target.model.process_latent_out)  # checks it is the Wan 2.1 VAE
+    window = check_window(local_attn_frames, sink_frames, frames_per_block)
+
+    # The baselines leave a model out entirely (no weights loaded, no KV cache).
+    needed = parts_needed(tau, force_target_first_block)
+    models = {name: pair for name, pair in (("target", (target, target_module)), ("drafter", (drafter, drafter_module)))
+              if needed[name]}
+    block_shape = (1, LATENT_CHANNELS, frames_per_block, height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT)
+    runners = place_runners(models, context, block_shape, num_blocks * frames_per_block, window, sink_frames)
+    decode_bytes = vae.memory_used_decode(block_shape, vae.vae_dtype)
+    placed_decoder = Placed(decoder, vae.patcher, ("decode",), memory_required=decode_bytes,
+                            force_full_load=getattr(vae, "disable_offload", False))
+
+    stats = {}
+    with torch.no_grad():
+        latent, frames = speculative_generate(
+            runners.get("drafter"), runners.get("target"), placed_decoder, router, router_prompt,
+            num_blocks=num_blocks, block_shape=block_shape, tau=tau, drafter_sigmas=drafter_steps,
+            target_sigmas=target_steps, seed=seed, force_target_first_block=force_target_first_block,
+            aggregation=router.aggregation,
+            interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+            callback=block_progress(num_blocks, unique_id), stats=stats)
+
+    output_device = comfy.model_management.intermediate_device()
+    samples = target.model.process_latent_out(latent.float()).to(output_device)
+    images = frames.float().to(output_device)
+    stats = report_stats("sdvg", unique_id, stats, summary_line)
+    return ({"samples": samples}, images, json.dumps(stats, indent=1))

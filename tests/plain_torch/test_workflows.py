@@ -1,0 +1,199 @@
+"""The example workflows in example_workflows/ (UI format, what ComfyUI's frontend saves and serves as templates).
+
+Checked without ComfyUI: valid JSON; every node type is the pack's or in CORE_NODE_TYPES below; links agree with
+the nodes' slots; each workflow has a Note naming the model files it loads; and the widget values of the pack's
+nodes match the nodes' current inputs (count, order, type, bounds, fixed choices), so renaming or reordering an
+input breaks this test instead of the users' saved workflows.
+
+What needs ComfyUI: `DTS KSampler` lists ComfyUI's schedulers and `Load ImageReward Router` lists the model folder,
+so their INPUT_TYPES import ComfyUI. Without COMFYUI_PATH their widgets are checked by the test marked `comfyui`
+only (it imports ComfyUI in-process on the CPU); the other pack nodes are checked in both runs. Core nodes' widget
+values are checked against a live server's /object_info by tests/test_e2e_comfyui.py.
+
+Also here: the UI -> API conversion of tests/e2e_support.py on small hand-made cases.
+"""
+import pytest
+
+from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_value, drop_unreferenced,
+                         is_widget_input, link_problems, ui_to_api, ui_widget_inputs)
+from support.workflows import (CORE_NODE_TYPES, EXPECTED_WORKFLOWS, WORKFLOW_FILES, HideComfyUI, import_pack,
+                               load_workflow, node_info, pack_nodes_in_workflows, widget_problems)
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return import_pack()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_the_three_example_workflows_exist():
+    assert set(EXPECTED_WORKFLOWS) <= {name[:-5] for name in WORKFLOW_FILES}
+
+
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_workflow_is_valid_json_in_ui_format(file_name):
+    workflow = load_workflow(file_name)
+    assert isinstance(workflow.get("nodes"), list) and workflow["nodes"], "a UI workflow has a list of nodes"
+    assert isinstance(workflow.get("links"), list), "a UI workflow has a list of links"
+    for node in workflow["nodes"]:
+        assert {"id", "type", "pos", "size", "mode"} <= set(node), node.get("id")
+
+
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_every_node_type_is_the_packs_or_core(file_name, pack):
+    unknown = {node["type"] for node in load_workflow(file_name)["nodes"]} - CORE_NODE_TYPES - set(
+        pack.NODE_CLASS_MAPPINGS)
+    assert not unknown, f"{file_name} uses node types that are neither the pack's nor core: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_links_are_consistent(file_name):
+    assert link_problems(load_workflow(file_name)) == []
+
+
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_a_note_names_every_model_file_and_its_folder(file_name):
+    workflow = load_workflow(file_name)
+    notes = "\n".join(value for node in workflow["nodes"] if node["type"] in ("Note", "MarkdownNote")
+                      for value in node.get("widgets_values") or [] if isinstance(value, str))
+    assert notes, f"{file_name} has no Note"
+    model_files = {value for node in workflow["nodes"] if node["type"] not in ("Note", "MarkdownNote")
+                   for value in node.get("widgets_values") or []
+                   if isinstance(value, str) and value.endswith((".safetensors", ".pt", ".ckpt"))}
+    assert model_files, f"{file_name} loads no model file"
+    for model_file in model_files:
+        assert model_file in notes, f"the Note of {file_name} does not say where {model_file} goes"
+    assert "models/" in notes, f"the Note of {file_name} does not name the model folders"
+
+
+@pytest.mark.parametrize("file_name, pack_nodes", [
+    ("dts_wan21_t2v.json", {"DTSSampler"}),
+    ("dts_ksampler_sd15.json", {"DTSKSampler"}),
+    ("sdvg_selfforcing_krea.json", {"SDVGSpeculativeVideo", "LoadImageRewardRouter"}),
+])
+def test_workflow_uses_its_pack_nodes(file_name, pack_nodes):
+    types = {node["type"] for node in load_workflow(file_name)["nodes"]}
+    assert pack_nodes <= types
+
+
+def test_dts_wan_workflow_runs_dts_on_a_100_step_schedule():
+    nodes = load_workflow("dts_wan21_t2v.json")["nodes"]
+    scheduler = next(node for node in nodes if node["type"] == "BasicScheduler")
+    assert scheduler["widgets_values"][1] == 100  # BasicScheduler widgets: scheduler, steps, denoise
+
+
+def test_pack_widget_values_match_inputs_of_nodes_readable_without_comfyui(pack):
+    checked, problems = set(), []
+    for file_name, node in pack_nodes_in_workflows(pack):
+        try:
+            with HideComfyUI():
+                info = node_info(pack.NODE_CLASS_MAPPINGS[node["type"]])
+        except ImportError:
+            continue  # this node's INPUT_TYPES needs ComfyUI: test_pack_widget_values_match_inputs_in_comfyui
+        checked.add(node["type"])
+        problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
+    assert checked >= {"DTSSampler", "SDVGSpeculativeVideo"}, checked
+    assert problems == []
+
+
+def test_a_renamed_pack_input_is_reported(pack):
+    node = next(node for node in load_workflow("dts_wan21_t2v.json")["nodes"] if node["type"] == "DTSSampler")
+    info = node_info(pack.NODE_CLASS_MAPPINGS["DTSSampler"])
+    assert widget_problems(node, info) == []
+    required = info["input"]["required"]
+    info["input"]["required"] = {("chunk_length" if name == "chunk" else name): spec for name, spec in required.items()}
+    info["input_order"]["required"] = list(info["input"]["required"])
+    assert any("chunk_length" in problem for problem in widget_problems(node, info))
+
+
+def test_a_new_pack_input_is_reported(pack):
+    node = next(node for node in load_workflow("dts_wan21_t2v.json")["nodes"] if node["type"] == "DTSSampler")
+    info = node_info(pack.NODE_CLASS_MAPPINGS["DTSSampler"])
+    info["input"]["required"]["extra_knob"] = ("INT", {"default": 1})
+    info["input_order"]["required"].append("extra_knob")
+    assert any("widget values for" in problem for problem in widget_problems(node, info))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# UI -> API conversion (tests/e2e_support.py)
+
+SAMPLER_INFO = {
+    "input": {"required": {"model": ["MODEL"], "seed": ["INT", {"default": 0, "min": 0}],
+                           "steps": ["INT", {"default": 20, "min": 1, "max": 100}],
+                           "name": [["a", "b"]], "hidden_link": ["FLOAT", {"forceInput": True}]},
+              "optional": {"strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0}]}},
+    "input_order": {"required": ["model", "seed", "steps", "name", "hidden_link"], "optional": ["strength"]},
+}
+LOADER_INFO = {"input": {"required": {"file": [["x.safetensors"]]}}, "input_order": {"required": ["file"]}}
+
+
+def tiny_ui_workflow():
+    return {
+        "last_node_id": 3, "last_link_id": 1,
+        "nodes": [
+            {"id": 1, "type": "Loader", "mode": 0, "inputs": [],
+             "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}], "widgets_values": ["x.safetensors"]},
+            {"id": 2, "type": "Sampler", "mode": 0,
+             "inputs": [{"name": "model", "type": "MODEL", "link": 1},
+                        {"name": "hidden_link", "type": "FLOAT", "link": None},
+                        {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": None}],
+             "outputs": [], "widgets_values": [7, "randomize", 12, "b", 0.5]},
+            {"id": 3, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
+        ],
+        "links": [[1, 1, 0, 2, 0, "MODEL"]],
+    }
+
+
+def test_seed_input_gets_a_control_after_generate_slot():
+    assert ui_widget_inputs(SAMPLER_INFO) == ["seed", CONTROL_AFTER_GENERATE, "steps", "name", "strength"]
+
+
+def test_control_after_generate_flag_adds_the_slot_to_any_int_input():
+    info = {"input": {"required": {"noise": ["INT", {"control_after_generate": True}]}}}
+    assert ui_widget_inputs(info) == ["noise", CONTROL_AFTER_GENERATE]
+
+
+def test_force_input_is_a_socket_not_a_widget():
+    assert not is_widget_input(["FLOAT", {"forceInput": True}])
+    assert is_widget_input([["a", "b"]]) and is_widget_input(["COMBO", {"options": ["a"]}])
+
+
+def test_conversion_maps_widgets_by_input_order_and_links_to_node_slots():
+    prompt = ui_to_api(tiny_ui_workflow(), {"Loader": LOADER_INFO, "Sampler": SAMPLER_INFO})
+    assert prompt == {
+        "1": {"class_type": "Loader", "inputs": {"file": "x.safetensors"}},
+        "2": {"class_type": "Sampler", "inputs": {"model": ["1", 0], "seed": 7, "steps": 12, "name": "b",
+                                                  "strength": 0.5}},
+    }
+
+
+def test_conversion_applies_overrides_by_type_or_id():
+    prompt = ui_to_api(tiny_ui_workflow(), {"Loader": LOADER_INFO, "Sampler": SAMPLER_INFO},
+                       overrides={"Sampler": {"steps": 3}, "1": {"file": "tiny.safetensors"}})
+    assert prompt["2"]["inputs"]["steps"] == 3 and prompt["1"]["inputs"]["file"] == "tiny.safetensors"
+
+
+def test_conversion_refuses_a_widget_count_that_does_not_match_the_inputs():
+    workflow = tiny_ui_workflow()
+    workflow["nodes"][1]["widgets_values"] = [7, 12, "b", 0.5]  # control_after_generate missing
+    with pytest.raises(ConversionError, match="4 widget values for 5 widgets"):
+        ui_to_api(workflow, {"Loader": LOADER_INFO, "Sampler": SAMPLER_INFO})
+
+
+def test_widget_check_reports_values_out_of_bounds_and_unknown_choices():
+    assert "above the maximum" in check_widget_value("steps", SAMPLER_INFO["input"]["required"]["steps"], 1000)
+    assert "not one of" in check_widget_value("name", SAMPLER_INFO["input"]["required"]["name"], "c")
+    assert check_widget_value("name", SAMPLER_INFO["input"]["required"]["name"], "c", check_choices=False) is None
+
+
+def test_link_check_finds_a_link_the_target_input_does_not_hold():
+    workflow = tiny_ui_workflow()
+    workflow["nodes"][1]["inputs"][0]["link"] = None
+    assert link_problems(workflow) == ["link 1: input 0 of node 2 does not hold it"]
+
+
+def test_drop_unreferenced_keeps_output_nodes_and_what_they_use():
+    prompt = {"1": {"class_type": "A", "inputs": {}}, "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
+              "3": {"class_type": "C", "inputs": {}}}
+    assert set(drop_unreferenced(prompt, keep_types={"B"})) == {"1", "2"}

@@ -1,0 +1,126 @@
+"""The example workflows and the pack's node inputs: what a saved workflow must keep matching.
+
+Widget values of the pack's nodes must match the nodes' current inputs (count, order, type, bounds, fixed choices),
+so renaming or reordering an input breaks a test instead of the users' saved workflows.
+"""
+import importlib.util
+import json
+import os
+import sys
+
+from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_value, is_widget_input, ordered_inputs, ui_widget_inputs,
+                         widget_values_by_name)
+from support import REPO
+
+WORKFLOW_DIR = os.path.join(REPO, "example_workflows")
+EXPECTED_WORKFLOWS = ("dts_wan21_t2v", "dts_ksampler_sd15", "sdvg_selfforcing_krea")
+WORKFLOW_FILES = sorted(name for name in os.listdir(WORKFLOW_DIR) if name.endswith(".json"))
+
+# ComfyUI core node types (0.3.x) the examples may use. A type outside this list and outside the pack fails the
+# test: a user without that custom node would open a workflow with a red "missing node".
+CORE_NODE_TYPES = {
+    # frontend-only
+    "Note", "MarkdownNote", "PrimitiveNode", "Reroute",
+    # loaders
+    "CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "DualCLIPLoader", "VAELoader", "LoraLoader",
+    "LoraLoaderModelOnly", "CLIPVisionLoader",
+    # conditioning and latents
+    "CLIPTextEncode", "ConditioningZeroOut", "EmptyLatentImage", "EmptyHunyuanLatentVideo", "EmptySD3LatentImage",
+    "WanImageToVideo",
+    # sampling
+    "KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "BasicScheduler", "KSamplerSelect",
+    "RandomNoise", "CFGGuider", "BasicGuider", "ModelSamplingSD3", "ModelSamplingDiscrete",
+    # decoding and outputs
+    "VAEDecode", "VAEDecodeTiled", "SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveWEBM", "CreateVideo",
+    "SaveVideo", "PreviewAny",
+}
+# Combo inputs whose options are the user's model files: their values differ per install, only their type is checked.
+FILE_LIST_INPUTS = {"ckpt_name", "unet_name", "clip_name", "vae_name", "model_name", "lora_name"}
+MODEL_FILE_INPUTS = FILE_LIST_INPUTS
+PACK_NAME = "speculative_video_pack_under_test"
+
+
+def load_workflow(file_name):
+    with open(os.path.join(WORKFLOW_DIR, file_name), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def import_pack():
+    """The pack imported as a package under a synthetic name (never as top-level `nodes`)."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(PACK_NAME, os.path.join(REPO, "__init__.py"),
+                                                  submodule_search_locations=[REPO])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def node_info(node_class):
+    """The /object_info-shaped description ComfyUI would give for a V1 node class."""
+    inputs = node_class.INPUT_TYPES()
+    return {"input": inputs, "input_order": {section: list(inputs[section]) for section in ("required", "optional")
+                                             if section in inputs}}
+
+
+class HideComfyUI:
+    """Make `import comfy...` / `import folder_paths` fail while active, unless ComfyUI is already imported.
+
+    With COMFYUI_PATH set, ComfyUI is importable but must not be imported casually (it would pick a CUDA device);
+    this keeps "readable without ComfyUI" meaning the same in both runs.
+    """
+
+    BLOCKED = ("comfy", "folder_paths", "comfy_extras", "latent_preview")
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.BLOCKED:
+            raise ImportError(f"{name} is hidden: this check runs without ComfyUI")
+        return None
+
+    def __enter__(self):
+        if "comfy" not in sys.modules:
+            sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+def pack_nodes_in_workflows(pack):
+    """[(workflow file, UI node)] for every node of the pack used by an example workflow."""
+    return [(file_name, node) for file_name in WORKFLOW_FILES for node in load_workflow(file_name)["nodes"]
+            if node["type"] in pack.NODE_CLASS_MAPPINGS]
+
+
+def widget_problems(node, info):
+    """Why a UI node's widgets_values do not fit the node's current inputs ([] when they fit)."""
+    try:
+        values = widget_values_by_name(node, info)
+    except ConversionError as error:
+        return [str(error)]
+    problems = []
+    specs = dict(ordered_inputs(info))
+    # The frontend saves each input's name too (sockets, and widgets as inputs with a "widget" entry): a renamed
+    # input keeps the count of values but not the names.
+    saved_widgets = [entry["widget"]["name"] for entry in node.get("inputs") or [] if entry.get("widget")]
+    current_widgets = [name for name in ui_widget_inputs(info) if name != CONTROL_AFTER_GENERATE]
+    if saved_widgets and saved_widgets != current_widgets:
+        problems.append(f"node {node['id']} ({node['type']}): saved widget inputs {saved_widgets}, "
+                        f"the node now has {current_widgets}")
+    saved_sockets = [entry["name"] for entry in node.get("inputs") or [] if not entry.get("widget")]
+    current_sockets = [name for name, spec in ordered_inputs(info) if not is_widget_input(spec)]
+    if saved_sockets != current_sockets:
+        problems.append(f"node {node['id']} ({node['type']}): saved sockets {saved_sockets}, "
+                        f"the node now has {current_sockets}")
+    for name, value in values.items():
+        problem = check_widget_value(name, specs[name], value, check_choices=name not in FILE_LIST_INPUTS)
+        if problem:
+            problems.append(f"node {node['id']} ({node['type']}): {problem}")
+    names = ui_widget_inputs(info)
+    raw = node.get("widgets_values") or []
+    for index, name in enumerate(names):
+        if name == CONTROL_AFTER_GENERATE and raw[index] not in ("fixed", "increment", "decrement", "randomize"):
+            problems.append(f"node {node['id']}: control_after_generate value {raw[index]!r}")
+    return problems

@@ -1,0 +1,314 @@
+"""End-to-end: the pack in a real ComfyUI server, driven over HTTP and the websocket like the frontend drives it.
+
+Runs when COMFYUI_PATH is set (marked `comfyui`, `slow`). The suite
+- creates a base directory with tiny models: Wan 2.1 T2V DiTs of dim 128 and 256 (ComfyUI's own detection loads
+  them as WAN21_T2V), a random-weight Wan 2.1 VAE (full architecture: ComfyUI has no smaller one), and a tiny
+  random ImageReward folder (weights + med_config.json + vocab.txt + tokenizer_config.json, as users install it);
+- links the pack (and tests/e2e_nodes/, a test-only conditioning node) into its custom_nodes/, starts
+  `main.py --cpu` on a loopback port in 8305..8309, and stops it at the end;
+- checks /object_info, the import log, the served extension and templates;
+- converts each example workflow from UI to API format against the live /object_info (so the core nodes' widget
+  values are validated too), points it at the tiny models, runs it, waits on /history, checks success and the output
+  file, and checks the statistics event the frontend panel listens for. Each workflow's wall time is printed;
+- optionally (Chromium and playwright-core present, see browser_tools) opens the real frontend, runs a workflow
+  from the page and checks the statistics panel, also after a page reload.
+
+Substitutions (no tiny text encoder exists): every CLIPTextEncode becomes SpeculativeVideoTestConditioning (random
+CONDITIONING of umT5's shape [1, 512, 4096]) and the CLIPLoader goes. In dts_ksampler_sd15 the SD 1.5 checkpoint
+(UNet + CLIP + VAE in one file; the smallest UNet ComfyUI detects as SD 1.5 is the full 860M one) is replaced by the
+tiny Wan DiT and the Wan VAE; the rest of that graph (EmptyLatentImage, DTS KSampler with cfg, VAEDecode, SaveImage)
+runs as shipped. Sizes are cut to 64x64 and 12 fine steps instead of 100.
+"""
+import asyncio
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from support import e2e as e2e_support
+# Imported before ComfyUI: its nodes.py puts ComfyUI/comfy on sys.path, where `samplers` would then mean
+# comfy/samplers.py instead of this repo's samplers/ package (which these support modules import).
+from support import reward as reward_support
+from support import sdvg as sdvg_support
+from support.e2e import drop_unreferenced, history_error, link_into, output_files, ui_to_api
+from support import REPO
+
+
+PACK_FOLDER = "comfyui-speculative-video"
+TEST_NODES_FOLDER = "speculative_video_e2e_nodes"
+WORKFLOWS = ("dts_wan21_t2v", "dts_ksampler_sd15", "sdvg_selfforcing_krea")
+PACK_NODE_IDS = {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter", "ImageRewardScore"}
+OUTPUT_NODE_TYPES = {"SaveVideo", "SaveImage", "SaveAnimatedWEBP", "PreviewImage", "PreviewAny"}
+STATS_EVENT = "speculative_video.stats"
+
+DRAFTER_FILE = "e2e_tiny_wan_dim128.safetensors"
+TARGET_FILE = "e2e_tiny_wan_dim256.safetensors"
+VAE_FILE = "e2e_wan21_vae_random.safetensors"
+IMAGE_REWARD_FILE = "ImageReward.safetensors"
+FINE_STEPS = 12  # instead of 100: the graphs are the same, the run stays short
+SIZE = 64
+WALL_TIMES = {}
+
+
+def write_models(models_dir):
+    """Tiny checkpoints in ComfyUI's folder layout (see module docstring)."""
+    os.makedirs(os.path.join(models_dir, "diffusion_models"), exist_ok=True)
+    os.makedirs(os.path.join(models_dir, "vae"), exist_ok=True)
+    sdvg_support.write_tiny_wan(os.path.join(models_dir, "diffusion_models", DRAFTER_FILE), dim=128, ffn_dim=256,
+                                seed=1)
+    sdvg_support.write_tiny_wan(os.path.join(models_dir, "diffusion_models", TARGET_FILE), dim=256, ffn_dim=512,
+                                seed=2)
+    sdvg_support.write_random_wan21_vae(os.path.join(models_dir, "vae", VAE_FILE), seed=0)
+    reward_support.write_image_reward_folder(os.path.join(models_dir, "image_reward"), config=reward_support.TINY,
+                                             weights_name=IMAGE_REWARD_FILE)
+
+
+@pytest.fixture(scope="module")
+def server(comfy_nodes, tmp_path_factory):
+    """A ComfyUI server of our own with the pack and the tiny models; stopped when the module's tests are done.
+
+    `comfy_nodes` imports ComfyUI in this process on the CPU (the model writers use its modules)."""
+    base = tmp_path_factory.mktemp("e2e-comfyui")
+    write_models(os.path.join(base, "models"))
+    link_into(os.path.join(base, "custom_nodes"), REPO, PACK_FOLDER)
+    link_into(os.path.join(base, "custom_nodes"), os.path.join(REPO, "tests", "with_server", "e2e_nodes"), TEST_NODES_FOLDER)
+    instance = e2e_support.ComfyUIServer(os.environ["COMFYUI_PATH"], base, e2e_support.free_port())
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(os.path.join(base, "models"), ignore_errors=True)  # 260 MB, mostly the VAE
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get_json("/object_info")
+
+
+def load_example(name):
+    with open(os.path.join(REPO, "example_workflows", name + ".json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def replace_text_encoders(prompt):
+    """CLIPTextEncode -> SpeculativeVideoTestConditioning (same prompt text, a seed per node); loaders go later."""
+    for seed, (node_id, entry) in enumerate(sorted(prompt.items())):
+        if entry["class_type"] == "CLIPTextEncode":
+            prompt[node_id] = {"class_type": "SpeculativeVideoTestConditioning",
+                               "inputs": {"text": entry["inputs"]["text"], "seed": seed, "tokens": 512,
+                                          "width": 4096}}
+    return prompt
+
+
+def rewire(prompt, source, replacement):
+    """Point every input linked to output `source` ([node id, slot]) at `replacement`."""
+    for entry in prompt.values():
+        for name, value in entry["inputs"].items():
+            if value == source:
+                entry["inputs"][name] = replacement
+
+
+def first_of(prompt, class_type):
+    return next(node_id for node_id, entry in prompt.items() if entry["class_type"] == class_type)
+
+
+def tiny_dts_options():
+    # 12 fine steps: drafts of 4, targets of 2, 3 drafts per round -> a few rounds with accept and reject.
+    return {"draft_stride": 4, "target_stride": 2, "chunk": 3}
+
+
+def api_prompt(name, object_info):
+    """The example workflow `name` in API format, pointed at the tiny models (see the module docstring)."""
+    workflow = load_example(name)
+    if name == "dts_wan21_t2v":
+        prompt = ui_to_api(workflow, object_info, overrides={
+            "UNETLoader": {"unet_name": DRAFTER_FILE, "weight_dtype": "default"},
+            "VAELoader": {"vae_name": VAE_FILE},
+            "EmptyHunyuanLatentVideo": {"width": SIZE, "height": SIZE, "length": 5},
+            "BasicScheduler": {"steps": FINE_STEPS},
+            "DTSSampler": tiny_dts_options(),
+            "SaveVideo": {"filename_prefix": "e2e/dts_wan21"},
+        })
+    elif name == "dts_ksampler_sd15":
+        prompt = ui_to_api(workflow, object_info, overrides={
+            "EmptyLatentImage": {"width": SIZE, "height": SIZE},
+            "DTSKSampler": {"steps": FINE_STEPS, **tiny_dts_options()},
+            "SaveImage": {"filename_prefix": "e2e/dts_sd15"},
+        })
+        checkpoint = first_of(prompt, "CheckpointLoaderSimple")
+        prompt["900"] = {"class_type": "UNETLoader", "inputs": {"unet_name": DRAFTER_FILE, "weight_dtype": "default"}}
+        prompt["901"] = {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}
+        rewire(prompt, [checkpoint, 0], ["900", 0])
+        rewire(prompt, [checkpoint, 2], ["901", 0])
+    elif name == "sdvg_selfforcing_krea":
+        prompt = ui_to_api(workflow, object_info, overrides={
+            "VAELoader": {"vae_name": VAE_FILE},
+            "LoadImageRewardRouter": {"model_name": IMAGE_REWARD_FILE, "device": "cpu", "dtype": "fp32"},
+            "SDVGSpeculativeVideo": {"width": SIZE, "height": SIZE, "num_blocks": 3, "frames_per_block": 1,
+                                     "tau": 0.0},
+            "SaveVideo": {"filename_prefix": "e2e/sdvg"},
+        })
+        drafter, target = sorted((node_id for node_id, entry in prompt.items()
+                                  if entry["class_type"] == "UNETLoader"), key=int)
+        sdvg = prompt[first_of(prompt, "SDVGSpeculativeVideo")]
+        assert sdvg["inputs"]["drafter"][0] == drafter and sdvg["inputs"]["target"][0] == target
+        prompt[drafter]["inputs"]["unet_name"] = DRAFTER_FILE
+        prompt[target]["inputs"]["unet_name"] = TARGET_FILE
+    else:
+        raise KeyError(name)
+    return drop_unreferenced(replace_text_encoders(prompt), keep_types=OUTPUT_NODE_TYPES)
+
+
+async def run_with_events(url, prompt, client_id, timeout):
+    """Queue `prompt` as the frontend does (websocket open with our client id) and collect the messages until the
+    run ends. Returns (prompt id, [(type, data)], wall seconds from POST to the end)."""
+    import aiohttp
+
+    messages = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/ws?clientId={client_id}") as socket:
+            started = time.monotonic()
+            async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
+                body = await response.text()
+                assert response.status == 200, f"/prompt refused the workflow: {body}"
+                prompt_id = json.loads(body)["prompt_id"]
+            deadline = started + timeout
+            while time.monotonic() < deadline:
+                message = await socket.receive(timeout=deadline - time.monotonic())
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue  # binary messages are previews
+                # Strict JSON, as the browser parses it: Infinity / NaN would break the frontend.
+                event = json.loads(message.data, parse_constant=lambda token: pytest.fail(
+                    f"the server sent {token} in a websocket message (not JSON): {message.data[:300]}"))
+                messages.append((event["type"], event.get("data")))
+                data = event.get("data") or {}
+                if data.get("prompt_id") == prompt_id and (
+                        event["type"] in ("execution_success", "execution_error", "execution_interrupted")
+                        or (event["type"] == "executing" and data.get("node") is None)):
+                    return prompt_id, messages, time.monotonic() - started
+    raise TimeoutError(f"no end of run within {timeout} s")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_object_info_lists_every_node_of_the_pack(object_info):
+    assert PACK_NODE_IDS <= set(object_info), sorted(PACK_NODE_IDS - set(object_info))
+    for node_id in PACK_NODE_IDS:
+        assert object_info[node_id]["python_module"].startswith("custom_nodes."), object_info[node_id]
+
+
+def test_object_info_lists_exactly_the_packs_registered_nodes(object_info):
+    pack_nodes = {node_id for node_id, info in object_info.items()
+                  if info["python_module"] == f"custom_nodes.{PACK_FOLDER}"}
+    assert pack_nodes == PACK_NODE_IDS
+
+
+def test_log_shows_no_import_failure(server, object_info):
+    log = server.log()
+    assert "IMPORT FAILED" not in log, log[-3000:]
+    assert "Cannot import" not in log, log[-3000:]
+    assert PACK_FOLDER in log  # listed under "Import times for custom nodes"
+
+
+def test_frontend_extension_is_served(server):
+    listed = server.get_json("/extensions")
+    ours = [path for path in listed if path.startswith(f"/extensions/{PACK_FOLDER}/")]
+    assert f"/extensions/{PACK_FOLDER}/speculative_stats.js" in ours
+    assert f"/extensions/{PACK_FOLDER}/stats_panel_model.js" in ours
+    status, content_type, body = server.get_bytes(f"/extensions/{PACK_FOLDER}/speculative_stats.js")
+    assert status == 200 and "javascript" in content_type
+    assert b"registerExtension" in body
+
+
+def test_example_workflows_are_served_as_templates(server):
+    templates = server.get_json("/api/workflow_templates")
+    assert sorted(templates[PACK_FOLDER]) == sorted(WORKFLOWS)
+    for name in WORKFLOWS:
+        status, _, body = server.get_bytes(f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+        assert status == 200 and json.loads(body) == load_example(name)
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_example_workflow_runs_and_writes_its_output(name, server, object_info, capsys):
+    prompt = api_prompt(name, object_info)
+    client_id = f"e2e-{name}"
+    prompt_id, messages, seconds = asyncio.run(run_with_events(server.url, prompt, client_id, timeout=900))
+    WALL_TIMES[name] = seconds
+    with capsys.disabled():
+        print(f"\n[e2e] {name}: {seconds:.1f} s wall time (POST /prompt to end of run, CPU, tiny models)")
+    entry = server.wait_for_history(prompt_id, timeout=60)
+    assert entry["status"]["status_str"] == "success", history_error(entry) or entry["status"]
+    files = output_files(entry)
+    assert files, f"no output file reported: {entry['outputs']}"
+    for _, item in files:
+        path = os.path.join(server.base_directory, item["type"], item["subfolder"], item["filename"])
+        assert os.path.getsize(path) > 0, path
+    stats_events = [data for kind, data in messages if kind == STATS_EVENT]
+    assert stats_events, "no statistics event reached the client that queued the prompt"
+    expected_kind = "sdvg" if name.startswith("sdvg") else "dts"
+    event = stats_events[-1]
+    assert event["kind"] == expected_kind
+    node_type = {"dts": ("DTSSampler", "DTSKSampler"), "sdvg": ("SDVGSpeculativeVideo",)}[expected_kind]
+    assert prompt[event["node"]]["class_type"] in node_type  # the panel finds the node by this id
+    if expected_kind == "dts":
+        assert event["stats"]["fine_steps"] == FINE_STEPS
+        stats = event["stats"]
+        assert len(stats["accepted"]) == stats["rounds"] >= 1
+        assert all(0 <= count <= tiny_dts_options()["chunk"] for count in stats["accepted"]), stats["accepted"]
+        assert stats["rounds"] <= stats["calls"] <= stats["evals"]
+    else:
+        assert len(event["stats"]["blocks"]) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The statistics panel in the real frontend (optional: needs Chromium and the npm package playwright-core)
+
+def browser_tools():
+    """(chromium executable, folder holding playwright-core) or a skip reason.
+
+    Chromium: $CHROMIUM or `chromium` on PATH (Debian's package). playwright-core: the node_modules folder named by
+    $PLAYWRIGHT_NODE_MODULES (e.g. after `npm install playwright-core` in that folder's parent).
+    """
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    node_modules = os.environ.get("PLAYWRIGHT_NODE_MODULES")
+    if not shutil.which("node"):
+        return None, "node is not installed"
+    if not chromium:
+        return None, "no Chromium (install Debian's chromium or set CHROMIUM)"
+    if not node_modules or not os.path.isdir(os.path.join(node_modules, "playwright-core")):
+        return None, "PLAYWRIGHT_NODE_MODULES does not name a node_modules folder with playwright-core"
+    return (chromium, node_modules), None
+
+
+def test_stats_panel_appears_after_a_run_and_survives_a_reload(server, object_info, tmp_path):
+    import subprocess
+
+    tools, reason = browser_tools()
+    if tools is None:
+        pytest.skip(f"browser check skipped: {reason}")
+    chromium, node_modules = tools
+    prompt = api_prompt("dts_wan21_t2v", object_info)
+    node_id = int(first_of(prompt, "DTSSampler"))
+    prompt_path, options_path = tmp_path / "prompt.json", tmp_path / "options.json"
+    prompt_path.write_text(json.dumps(prompt))
+    options_path.write_text(json.dumps({
+        "url": server.url, "workflow": os.path.join(REPO, "example_workflows", "dts_wan21_t2v.json"),
+        "prompt": str(prompt_path), "nodeId": node_id, "nodeModules": node_modules, "chromium": chromium,
+        "timeout": 600}))
+    script = os.path.join(REPO, "tests", "with_server", "e2e_browser", "panel_after_run.mjs")
+    completed = subprocess.run(["node", script, str(options_path)], capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert "speculative_video.stats_panel" in result["extensions"]
+    assert result["before"] == {**result["before"], "type": "DTSSampler", "panel": False, "stored": None}
+    assert result["run"]["outcome"] == "success", result["run"]
+    assert result["run"]["event"]["node"] == str(node_id)
+    after_run, after_reload = result["afterRun"], result["afterReload"]
+    assert after_run["panel"] and after_run["stored"]["kind"] == "dts"
+    assert after_run["stored"]["stats"]["accepted"] == result["run"]["event"]["stats"]["accepted"]
+    # The panel is not a widget value: what the workflow saves for the node's widgets is unchanged.
+    assert after_run["widgetsValues"] == result["before"]["widgetsValues"]
+    assert after_reload["panel"] and after_reload["stored"] == after_run["stored"]
