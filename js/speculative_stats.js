@@ -1,6 +1,6 @@
 // Frontend extension: draws what DTS / SDVG did on the node that ran.
 //
-// The server sends STATS_EVENT (see nodes/stats_events.py) when a DTS or SDVG node finishes. The panel
+// The server sends STATS_EVENT (see nodes/glue/stats_events.py) when a DTS or SDVG node finishes. The panel
 // is a canvas-drawn widget appended to that node; the last statistics are stored in the node's
 // `properties`, which ComfyUI saves with the workflow, so the panel comes back after a page reload.
 // Everything that can be computed without a canvas lives in stats_panel_model.js (tested with Node).

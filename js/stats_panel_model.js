@@ -2,7 +2,7 @@
 //
 // The server sends the event STATS_EVENT with the payload
 //   {"node": "<unique id of the node that ran>", "kind": "dts" | "sdvg", "stats": {...}}
-// (see nodes/stats_events.py). This module turns that payload into what the node keeps in its
+// (see nodes/glue/stats_events.py). This module turns that payload into what the node keeps in its
 // `properties` (so it survives a reload) and into a list of drawing operations for a canvas.
 
 export const STATS_EVENT = "speculative_video.stats";

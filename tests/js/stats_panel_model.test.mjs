@@ -44,8 +44,8 @@ const SDVG_STATS = {
   num_blocks: 3, tau: -0.7,
 };
 
-test("event name matches the server's STATS_EVENT in nodes/stats_events.py", () => {
-  const python = readFileSync(new URL("../../nodes/stats_events.py", import.meta.url), "utf8");
+test("event name matches the server's STATS_EVENT in nodes/glue/stats_events.py", () => {
+  const python = readFileSync(new URL("../../nodes/glue/stats_events.py", import.meta.url), "utf8");
   assert.match(python, new RegExp(`STATS_EVENT = "${STATS_EVENT.replace(".", "\\.")}"`));
 });
 

@@ -1,4 +1,4 @@
-"""DTS sampler (samplers/dts.py) on analytic denoisers with known answers; no ComfyUI needed."""
+"""DTS sampler (samplers/methods/dts.py) on analytic denoisers with known answers; no ComfyUI needed."""
 import math
 
 import pytest

@@ -8,9 +8,9 @@ input breaks this test instead of the users' saved workflows.
 What needs ComfyUI: `DTS KSampler` lists ComfyUI's schedulers and `Load ImageReward Router` lists the model folder,
 so their INPUT_TYPES import ComfyUI. Without COMFYUI_PATH their widgets are checked by the test marked `comfyui`
 only (it imports ComfyUI in-process on the CPU); the other pack nodes are checked in both runs. Core nodes' widget
-values are checked against a live server's /object_info by tests/test_e2e_comfyui.py.
+values are checked against a live server's /object_info by tests/with_server/test_e2e_comfyui.py.
 
-Also here: the UI -> API conversion of tests/e2e_support.py on small hand-made cases.
+Also here: the UI -> API conversion of tests/support/e2e.py on small hand-made cases.
 """
 import pytest
 
@@ -116,7 +116,7 @@ def test_a_new_pack_input_is_reported(pack):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# UI -> API conversion (tests/e2e_support.py)
+# UI -> API conversion (tests/support/e2e.py)
 
 SAMPLER_INFO = {
     "input": {"required": {"model": ["MODEL"], "seed": ["INT", {"default": 0, "min": 0}],

@@ -1,6 +1,6 @@
 """Runs inside the reference environment (the `image-reward` package, transformers 4.55.4), never in the pack's.
 
-Called by tests/test_reward_full_size.py with IMAGE_REWARD_REFERENCE_PYTHON; writes its findings as JSON:
+Called by tests/plain_torch/test_reward_full_size.py with IMAGE_REWARD_REFERENCE_PYTHON; writes its findings as JSON:
 - "layout": the package model's state-dict keys and shapes with the published med_config (vocab 30524), and its
   parameter count: what ImageReward.pt contains;
 - "tokens": the package tokenizer's input_ids / attention_mask for each prompt (max length 35, as it scores);

@@ -68,7 +68,7 @@ def make_noise(batch=1, shape=(2, 3, 4, 4), sigma_max=8.0, seed=1, dtype=torch.f
 
 
 def reference_step(denoiser, x, sigmas, i, j):
-    """One Euler step from fine position i to j on a single sample x [1, ...] (DESIGN.md formula)."""
+    """One Euler step from fine position i to j on a single sample x [1, ...] (docs/dts.md, "Exact semantics")."""
     denoised = denoiser(x, sigmas[i].reshape(1))
     if sigmas[j] == 0:
         return denoised
@@ -100,7 +100,7 @@ def target_grid_positions(num_steps, draft_stride, target_stride):
 
 
 def reference_dts(denoiser, x, sigmas, *, draft_stride, target_stride, chunk, threshold, increment, metric="l2"):
-    """DESIGN.md's rounds, written out plainly: per sample, per draft state, no batching.
+    """The rounds of docs/dts.md ("Exact semantics"), written out plainly: per sample, per draft state, no batching.
 
     Returns (x, accepted per round, new position per round).
     """

@@ -4,7 +4,7 @@ Runs when COMFYUI_PATH is set (marked `comfyui`, `slow`). The suite
 - creates a base directory with tiny models: Wan 2.1 T2V DiTs of dim 128 and 256 (ComfyUI's own detection loads
   them as WAN21_T2V), a random-weight Wan 2.1 VAE (full architecture: ComfyUI has no smaller one), and a tiny
   random ImageReward folder (weights + med_config.json + vocab.txt + tokenizer_config.json, as users install it);
-- links the pack (and tests/e2e_nodes/, a test-only conditioning node) into its custom_nodes/, starts
+- links the pack (and tests/with_server/e2e_nodes/, a test-only conditioning node) into its custom_nodes/, starts
   `main.py --cpu` on a loopback port in 8305..8309, and stops it at the end;
 - checks /object_info, the import log, the served extension and templates;
 - converts each example workflow from UI to API format against the live /object_info (so the core nodes' widget

@@ -1,4 +1,4 @@
-// Real-frontend check of the statistics panel, driven by tests/test_e2e_comfyui.py (not a Node test file).
+// Real-frontend check of the statistics panel, driven by tests/with_server/test_e2e_comfyui.py (not a Node test file).
 //
 // usage: node panel_after_run.mjs <options.json>
 //   {url, workflow: UI workflow path, prompt: API prompt path (same node ids), nodeId, nodeModules: folder that

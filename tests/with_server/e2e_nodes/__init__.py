@@ -1,4 +1,4 @@
-"""Test-only ComfyUI nodes for the end-to-end suite (linked into custom_nodes/ only by tests/test_e2e_comfyui.py).
+"""Test-only ComfyUI nodes for the end-to-end suite (linked into custom_nodes/ only by tests/with_server/test_e2e_comfyui.py).
 
 There is no tiny umT5 or SD 1.5 text encoder to run, so the suite swaps each CLIPTextEncode of an example workflow
 for `SpeculativeVideoTestConditioning` (random CONDITIONING of the text encoder's output shape) and drops the
