@@ -13,12 +13,12 @@ from .stats_events import report_stats
 PER_STEP_WRAPPER_TYPES = ("predict_noise", "calc_cond_batch", "apply_model", "diffusion_model")
 
 
-def dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel):
+def dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto=False):
     """Node widget values -> sample_dts keyword options (validated; max_parallel 0 means no cap)."""
     options = dict(draft_stride=draft_stride, target_stride=target_stride, chunk=chunk, threshold=threshold,
                    increment=increment, metric=metric, max_parallel=max_parallel or None)
     check_options(**options)
-    return options
+    return dict(options, auto=bool(auto))
 
 
 def mixed_sigma_hazards(model, extra_args, sigmas):

@@ -84,6 +84,10 @@ def format_stats(stats):
             f"chunk {stats['chunk']}: {stats['rounds']} rounds, {stats['calls']} sequential model calls "
             f"(target grid alone: {stats['target_grid_calls']}), {stats['evals']} evaluations, "
             f"drafts accepted per round [{accepted}], {stats['seconds']:.2f} s")
+    auto = stats.get("auto")
+    if auto:
+        chosen = f"DTS, chunk {auto['chunks'][-1]}" if auto["choice"] == "dts" else "plain Euler"
+        line += f"; auto: {chosen} ({auto['reason']})"
     if not stats.get("parallel_target", True):
         reasons = stats.get("sequential_target_reasons") or []
         line += "; target positions one at a time" + (f" ({', '.join(reasons)})" if reasons else "")
@@ -140,10 +144,155 @@ def accept(drafts, targets, tau, metric):
     return advance, accepted, [float(d.max()) for d in distances]
 
 
+# --- auto mode: measure the hardware, choose the chunk or plain Euler ----------------------------------------------
+
+AUTO_BUDGET = 0.05  # at most this share of plain Euler's (estimated) time is spent on measuring probes
+AUTO_MARGIN = 0.10  # DTS is chosen only when its expected time is this much below plain Euler's
+
+
+class AutoPlanner:
+    """What auto mode measures and decides (plain arithmetic; sample_dts feeds it the timed model calls).
+
+    Costs are kept per call size m (draft positions in one call, batch m * B): c(m) is the median of the timed
+    calls of that size. A size not measured is interpolated linearly between measured sizes and extrapolated
+    in proportion beyond the largest (c(m) = c(M) * m / M: batching is assumed to stop helping there).
+
+    The plan for a round starting at an accepted position: plain Euler over one draft segment while c(1) is being
+    measured (the first segment, `n = ceil(draft_stride / target_stride)` single calls: useful work), then at most
+    two discarded probe calls (2 positions, then the largest chunk allowed) as long as their estimated cost fits
+    in AUTO_BUDGET of plain Euler's whole run, then a choice. Expected seconds per draft segment:
+    plain Euler `n * c(1)`; DTS with chunk K `(K * c(1) + n * ceil(K / g) * c(g)) / E[advance]`, g = min(K, cap),
+    E[advance] = 1 + p + ... + p^(K-1) with p the observed share of judged drafts accepted (1 before any
+    round; a round that rejects counts its rejected draft as judged, Laplace-style: (accepted + 1) / (judged + 1)).
+    DTS is chosen when its best K is AUTO_MARGIN below plain Euler; otherwise, and whenever a later round's
+    re-plan says so, plain Euler runs for the rest of the grid (once chosen, for good). A one-at-a-time target
+    (K calls per sub-step of batch B) can never beat plain Euler, so it is never chosen.
+    """
+
+    def __init__(self, *, num_steps, draft_stride, target_stride, chunk, max_parallel, parallel_target):
+        self.per_segment = math.ceil(draft_stride / target_stride)
+        self.euler_calls = target_grid_steps(num_steps, draft_stride, target_stride)
+        self.chunk_cap = chunk
+        self.group_cap = chunk if max_parallel is None else min(chunk, max_parallel)
+        self.parallel_target = parallel_target
+        self.samples = {}  # call size m -> [seconds]
+        self.accepted = 0
+        self.judged = 0
+        self.probe_seconds = 0.0
+        self.probe_calls = 0
+        self.choice = None  # None (measuring), "dts" or "euler"
+        self.reason = ""
+        self.chunks = []  # chunk of every DTS round
+        self.euler_segments = 0
+        self.expected = {}
+
+    def observe(self, size, seconds):
+        self.samples.setdefault(size, []).append(float(seconds))
+
+    def cost(self, size):
+        """Estimated seconds of a call holding `size` draft positions (None when nothing is measured)."""
+        known = {m: sorted(v)[len(v) // 2] for m, v in self.samples.items() if v}
+        if not known:
+            return None
+        if size in known:
+            return known[size]
+        below = [m for m in known if m < size]
+        above = [m for m in known if m > size]
+        if below and above:
+            lo, hi = max(below), min(above)
+            return known[lo] + (known[hi] - known[lo]) * (size - lo) / (hi - lo)
+        if below:
+            top = max(below)
+            return known[top] * size / top
+        return known[min(above)]  # smaller than every measured size: at least as cheap, assume no cheaper
+
+    def acceptance(self):
+        return (self.accepted + 1) / (self.judged + 1)
+
+    def dts_seconds(self, chunk):
+        """Expected seconds per draft segment of DTS with this chunk."""
+        group = min(chunk, self.group_cap)
+        p = self.acceptance()
+        advance = sum(p ** k for k in range(chunk))
+        round_seconds = chunk * self.cost(1) + self.per_segment * math.ceil(chunk / group) * self.cost(group)
+        return round_seconds / advance
+
+    def next_probe(self):
+        """The size of the next probe call, or None (measured enough, or the budget does not allow it)."""
+        if (self.choice is not None or 1 not in self.samples or self.group_cap < 2 or self.per_segment < 2
+                or not self.parallel_target):
+            return None
+        budget = AUTO_BUDGET * self.euler_calls * self.cost(1)
+        for size in sorted({2, self.group_cap}):
+            if size in self.samples:
+                continue
+            if len(self.samples) == 2 and self.cost(2) >= 2 * (1 - AUTO_MARGIN) * self.cost(1):
+                return None  # a second position costs about a second call: batching cannot pay
+            if self.probe_seconds + self.cost(size) <= budget:
+                return size
+            return None
+        return None
+
+    def decide(self):
+        """Choose (and record) "dts" with a chunk, or "euler". Returns the chunk, or None for plain Euler."""
+        if self.choice == "euler":
+            return None
+        if not self.parallel_target:
+            return self.fall_back("the target must run one draft position per call here, and a one-at-a-time "
+                                  "target never beats plain Euler")
+        if self.per_segment < 2 or self.chunk_cap < 2:
+            return self.fall_back("draft_stride / target_stride or chunk leave nothing to batch")
+        if len(self.samples) < 2:
+            return self.fall_back("the measuring budget did not allow a batched probe call")
+        euler = self.per_segment * self.cost(1)
+        options = {chunk: self.dts_seconds(chunk) for chunk in range(2, self.chunk_cap + 1)}
+        # the largest chunk among (numerically) tied ones: a larger batch is what gets measured next
+        fastest = min(options.values())
+        best = max(chunk for chunk, seconds in options.items() if seconds <= fastest * (1 + 1e-9))
+        self.expected = dict(euler=euler, dts=options[best], chunk=best)
+        ratios = ", ".join(f"{m}: {self.cost(m) / self.cost(1):.2f}" for m in sorted(self.samples))
+        if options[best] > (1 - AUTO_MARGIN) * euler:
+            return self.fall_back(f"batched calls cost {ratios} single calls; the best chunk {best} would take "
+                                  f"{options[best] / euler:.2f}x plain Euler's time per segment (acceptance "
+                                  f"{self.acceptance():.2f})")
+        self.choice = "dts"
+        self.reason = (f"batched calls cost {ratios} single calls; chunk {best} expected at "
+                       f"{options[best] / euler:.2f}x plain Euler's time per segment (acceptance "
+                       f"{self.acceptance():.2f})")
+        return best
+
+    def fall_back(self, reason):
+        self.choice = "euler"
+        self.reason = "plain Euler on the target grid: " + reason
+        return None
+
+    def stats(self):
+        known = {m: self.cost(m) for m in sorted(self.samples)}
+        return dict(choice=self.choice, reason=self.reason, chunks=list(self.chunks),
+                    euler_segments=self.euler_segments, probe_calls=self.probe_calls,
+                    probe_seconds=self.probe_seconds, acceptance=self.acceptance(),
+                    call_seconds={str(m): c for m, c in known.items()},
+                    cost_ratios={str(m): c / known[1] for m, c in known.items()} if 1 in known else {},
+                    expected=dict(self.expected))
+
+
+def euler_segment(evaluate, x, sigmas, start, end, target_stride):
+    """Plain Euler from fine position `start` to `end` with stride target_stride, one call per step (exactly
+    the target of one segment with one draft position per call: what threshold 0 gives). Returns (x, denoised)."""
+    targets, denoised = verify(evaluate, [x], sigmas, [start, end], target_stride, 1)
+    return targets[0], denoised[0]
+
+
+def probe(evaluate, x, sigmas, position, size):
+    """A discarded batched call: `size` copies of x at the current sigma (measures what batching costs)."""
+    states = torch.cat([x] * size)
+    evaluate(states, sigmas[position] * states.new_ones([states.shape[0]]))
+
+
 @torch.no_grad()
 def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *, draft_stride=10, target_stride=2,
                chunk=6, threshold=10.0, increment=1.5, metric="l2", max_parallel=None, parallel_target=True,
-               stats=None, interrupt=None):
+               stats=None, interrupt=None, auto=False, clock=None):
     """Draft-and-Target Sampling on the fine sigma grid `sigmas` [N + 1]; returns the final x (shape of x).
 
     model(x [n, ...], sigma [n], **extra_args) -> denoised estimate [n, ...]. Target calls hold several draft
@@ -161,6 +310,10 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
         (accepted fine position after each round), distances (per round, per draft state, max over the batch),
         fine_steps (N), target_grid_calls, the options, seconds.
     interrupt: called with no argument before every model call; raise from it to cancel.
+    auto: measure while sampling what a batched target call costs against a single one and run DTS with the
+        chunk (at most `chunk`) that minimises the expected wall time, or plain Euler on the target grid (exactly
+        the threshold-0 result) when batching does not pay (AutoPlanner says how). stats["auto"] says what it
+        chose and why. clock: the time source auto mode measures with (default time.perf_counter).
     callback({'x', 'i', 'sigma', 'sigma_hat', 'denoised', 'position'}) once per round: i = new accepted position
         - 1 (monotone, ends at N - 1 as k-diffusion's last step), x the accepted state at sigma = sigmas[position],
         denoised the target's last estimate that led there.
@@ -169,23 +322,54 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
                    increment=increment, metric=metric, max_parallel=max_parallel)
     check_options(sigmas, **options)
     extra_args = {} if extra_args is None else extra_args
-    started = time.perf_counter()
+    clock = time.perf_counter if clock is None else clock
+    started = clock()
     num_steps = len(sigmas) - 1
     counts = dict(calls=0, evals=0)
     rounds = dict(accepted=[], drafted=[], thresholds=[], positions=[], distances=[])
+    planner = AutoPlanner(num_steps=num_steps, draft_stride=draft_stride, target_stride=target_stride, chunk=chunk,
+                          max_parallel=max_parallel, parallel_target=parallel_target) if auto else None
+    batch = x.shape[0]
 
     def evaluate(states, sigma_vector):
         if interrupt is not None:
             interrupt()
         counts["calls"] += 1
         counts["evals"] += states.shape[0]
-        return model(states, sigma_vector, **extra_args)
+        if planner is None:
+            return model(states, sigma_vector, **extra_args)
+        before = clock()
+        out = model(states, sigma_vector, **extra_args)
+        planner.observe(states.shape[0] // batch, clock() - before)
+        return out
 
     progress = trange(num_steps, disable=disable)
     position = 0
+    round_chunk = chunk
     while position < num_steps:
+        if planner is not None:  # auto: measure, then DTS with the chosen chunk or plain Euler
+            if planner.choice is None and 1 in planner.samples:
+                size = planner.next_probe()
+                while size is not None:
+                    spent = clock()
+                    probe(evaluate, x, sigmas, position, size)
+                    planner.probe_calls += 1
+                    planner.probe_seconds += clock() - spent
+                    size = planner.next_probe()
+            round_chunk = planner.decide() if 1 in planner.samples else None
+            if round_chunk is None:
+                end = min(position + draft_stride, num_steps)
+                x, estimate = euler_segment(evaluate, x, sigmas, position, end, target_stride)
+                planner.euler_segments += 1
+                progress.update(end - position)
+                position = end
+                if callback is not None:
+                    callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
+                              'denoised': estimate, 'position': position})
+                continue
+            planner.chunks.append(round_chunk)
         grid = [position]
-        while len(grid) <= chunk and grid[-1] < num_steps:
+        while len(grid) <= round_chunk and grid[-1] < num_steps:
             grid.append(min(grid[-1] + draft_stride, num_steps))
         drafts = draft(evaluate, x, sigmas, grid)
         targets, denoised = verify(evaluate, drafts[:-1], sigmas, grid, target_stride,
@@ -195,6 +379,9 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
         tau = float(threshold) + (round_index * float(increment) if round_index else 0.0)
         advance, accepted, distances = accept(drafts, targets, tau, metric)
         x, position = targets[advance - 1], grid[advance]
+        if planner is not None:
+            planner.accepted += accepted
+            planner.judged += advance
         for key, value in zip(rounds, (accepted, len(targets), tau, position, distances)):
             rounds[key].append(value)
         progress.update(position - grid[0])
@@ -206,5 +393,7 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
         stats.update(counts, **rounds, rounds=len(rounds["positions"]), fine_steps=num_steps,
                      target_grid_calls=target_grid_steps(num_steps, draft_stride, target_stride),
                      **dict(options, threshold=float(threshold), increment=float(increment)),
-                     parallel_target=bool(parallel_target), batch=x.shape[0], seconds=time.perf_counter() - started)
+                     parallel_target=bool(parallel_target), batch=x.shape[0], seconds=clock() - started)
+        if planner is not None:
+            stats["auto"] = planner.stats()
     return x

@@ -188,6 +188,30 @@ def test_timestep_range_conditioning_is_evaluated_one_position_at_a_time(comfy, 
     assert torch.equal(detected, sequential)
 
 
+def test_auto_is_the_last_dts_input_and_off_by_default(dts_nodes):
+    # saved workflows are positional: the widget added for auto mode comes after every older one
+    for node_class in (dts_nodes.DTSSampler, dts_nodes.DTSKSampler):
+        required = node_class.INPUT_TYPES()["required"]
+        assert list(required)[-2:] == ["max_parallel", "auto"]
+        assert required["auto"][0] == "BOOLEAN" and required["auto"][1]["default"] is False
+
+
+@pytest.mark.slow
+def test_auto_with_timestep_range_conditioning_runs_target_grid_euler(comfy, dts_nodes, tiny_wan, prompts, latent,
+                                                                      caplog):
+    # A one-at-a-time target never beats plain Euler: auto runs Euler on the target grid, the threshold-0 result.
+    caplog.set_level(logging.INFO)
+    positive, negative = timestep_range_prompts(comfy, prompts)
+    sigmas = fine_sigmas(comfy, tiny_wan)
+    auto = sample_custom_advanced(comfy, tiny_wan, dts_sampler(dts_nodes, threshold=math.inf, auto=True), sigmas,
+                                  latent, positive, negative)
+    line = dts_log_lines(caplog)[-1]
+    assert "auto: plain Euler" in line and "one draft position per call" in line
+    reference = sample_custom_advanced(comfy, tiny_wan, dts_sampler(dts_nodes, threshold=0.0), sigmas, latent,
+                                       positive, negative)
+    assert torch.equal(auto, reference)
+
+
 @pytest.mark.slow
 def test_timestep_range_conditioning_breaks_a_forced_batched_target(comfy, dts_nodes, tiny_wan, prompts, latent):
     # Why the detection exists: the batched target applies the first state's prompt to every state.
