@@ -13,8 +13,10 @@ noise must know where it is to draw an object at its conditioned position. The w
 loaded without it (plain `load_wan`), the models are NOT the trained ones.
 
 - target: dim 128 (4 heads), 3 layers, FFN 512;
-- drafter: dim 64 (2 heads), 1 layer, FFN 256: 9.5x fewer FLOPs per call (`python -m bench.train --measure`
-  prints the counted FLOPs and the measured CPU wall per call of both).
+- drafter: dim 64 (2 heads), 2 layers, FFN 192: 5.5x fewer FLOPs per call (`python -m bench.train --measure`
+  prints the counted FLOPs and the measured CPU wall per call of both), trained in two stages (drafter_stage1:
+  1 layer, FFN 256, the whole noise range; then grown and trained at its own four sampling sigmas only);
+- target_mm: the target's architecture, fine-tuned from it in the multimodal world (bench/world.py), for DTS.
 
 What did not train within the CPU budget (about 10 minutes of one core each, judged by clips generated from
 noise): 8x8-pixel patches; conditions that give only the start and the velocity (the models had to learn the
@@ -42,9 +44,16 @@ PATCH_SIZE = (1, 4, 4)  # 16 tokens per 16x16 frame, 192 per 12-frame clip
 
 MODEL_CONFIGS = {
     "target": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
-    "drafter": dict(dim=64, ffn_dim=256, num_heads=2, num_layers=1),
+    "drafter": dict(dim=64, ffn_dim=192, num_heads=2, num_layers=2),
+    "drafter_stage1": dict(dim=64, ffn_dim=256, num_heads=2, num_layers=1),  # the drafter's first training stage
+    # the multimodal world's model (DTS only): the target's architecture, fine-tuned from it
+    "target_mm": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
 }
 SHIPPED = ("target", "drafter")
+WORLD_OF = {"target_mm": "multimodal"}  # models of another world than the default
+# SDVG's drafter schedule (Self-Forcing style: x0, then fresh noise at the next sigma). Neither model uses the
+# Self-Forcing sigmas (they stop at 0.625, where these models' x0 estimate is still a blur).
+DRAFTER_SIGMAS = (1.0, 0.75, 0.5, 0.25)
 
 
 def model_config(name):

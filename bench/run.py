@@ -1,11 +1,16 @@
 """The benchmark: DTS and SDVG against their baselines on the toy world's tiny models, in one run.
 
 Every figure is measured in this run and also given as a ratio to its baseline from the same run:
-- DTS (one model, the target, as an ordinary denoiser of the whole clip): Euler-100 (baseline), Euler-50,
-  Euler-10, DTS at the paper's settings (strides 10/2, chunk 6, increment 1.5, threshold tuned for this world)
-  and sweeps over the chunk and the threshold. All DTS runs use the same 100-step fine schedule as Euler-100.
-- SDVG (block-autoregressive with KV caches): target-only (tau = +inf, baseline), draft-only (tau = -inf) and
-  SDVG at several tau, with the world's analytic quality score as the router.
+- DTS (one model as an ordinary denoiser of the whole clip), in two worlds: the multimodal world (model
+  target_mm; the condition leaves each horizontally moving sprite's direction open, and few-step Euler loses
+  success there) and the default world (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's
+  target grid), Euler-10, DTS at the paper's settings in size-independent units (strides 10/2, chunk 6, rms
+  threshold 0.0375 and increment 0.005 = the paper's L2 11 and 1.5 on 7x3x64x64 frames: the nodes' defaults),
+  sweeps over the chunk and the threshold, and every DTS setting again in auto mode. All DTS runs use the same
+  100-step fine schedule as Euler-100.
+- SDVG (block-autoregressive with KV caches, default world): target-only (tau = +inf, baseline), draft-only
+  (tau = -inf) and SDVG at several tau, with the world's analytic quality score as the router, and the router's
+  rank correlation with success.
 
 Columns say what transfers to other hardware: `calls` are sequential model invocations (the latency on hardware
 that runs a batch in the time of one sample), `evals` are per-sample evaluations (the compute); `wall` is CPU wall
@@ -24,31 +29,36 @@ import torch
 from samplers.methods.dts import sample_dts
 from samplers.methods.sdvg import speculative_generate
 
-from .check import IdentityDecoder, WorldRouter, analyse
-from .models import FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas, load_model
-from .world import DEFAULT_WORLD, latent_to_frames, sample_clip
+from .check import IdentityDecoder, WorldRouter, analyse, frame_passes
+from .models import (DRAFTER_SIGMAS, FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas,
+                     load_model)
+from .world import DEFAULT_WORLD, MULTIMODAL_WORLD, latent_to_frames, sample_clip
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-# DTS: the paper's strides, chunk and increment; the threshold is the L2 distance (whole clip, [-1, 1] latent
-# units) tuned for this world (see docs/bench.md: the paper's 10-11 are for 64x64 / 128x128 RGB videos).
+# DTS: the paper's strides and chunk; its L2 threshold 11 and increment 1.5 (7 RGB frames of 64x64) as per-value
+# RMS, which means the same on this 3x12x16x16 latent (docs/dts.md, "Tuning the threshold").
 FINE_STEPS = 100
 SHIFT = 3.0  # Wan-style shift of the flow schedule (more steps at high noise)
-DTS_PAPER = dict(draft_stride=10, target_stride=2, chunk=6, threshold=0.05, increment=1.5)
-# SDVG: neither model is step-distilled, so neither uses the Self-Forcing sigmas (they stop at 0.625, where an
-# undistilled model's x0 estimate is still a blur): the drafter runs 4 evenly spaced sigmas, the target 10.
-DRAFTER_SIGMAS = (1.0, 0.75, 0.5, 0.25)
+DTS_PAPER = dict(draft_stride=10, target_stride=2, chunk=6, threshold=0.0375, increment=0.005, metric="rms")
+# SDVG: the drafter runs its 4 sigmas (DRAFTER_SIGMAS, the ones it is trained at), the target 10 evenly spaced.
 TARGET_SIGMAS = tuple(float(s) for s in flow_sigmas(10)[:-1])
 
 
 @dataclass
 class Settings:
-    """What one benchmark run measures. `quick()` is the README's main-job command, `tiny()` the test's."""
+    """What one benchmark run measures. `quick()` is the README's main-job command, `tiny()` the test's.
+
+    DTS runs in two worlds: the multimodal one (`MULTIMODAL_WORLD`, model target_mm: few-step sampling fails
+    there) with the chunk / threshold sweeps and an auto row per DTS setting, and the default one (model target)
+    with `default_world_sweeps` or only Euler, the paper's setting and its auto row."""
     dts_seeds: int = 32
+    default_dts_seeds: int = 16
     sdvg_seeds: int = 48
     euler_steps: tuple = (100, 50, 10)
     chunks: tuple = (2, 4, 6, 8, 10)
-    thresholds: tuple = (0.005, 0.01, 0.02, 0.05, 0.5)
+    thresholds: tuple = (0.0002, 0.0005, 0.002, 0.01, 0.1)  # rms; the first round's drafts lie 1e-4 to 1e-3 away
+    default_world_sweeps: bool = True
     taus: tuple = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
     seed_offset: int = 1000  # benchmark seeds are disjoint from the training stream and the tests' fixed seed
     threads: int = 1
@@ -56,12 +66,13 @@ class Settings:
 
     @classmethod
     def quick(cls):
-        return cls(dts_seeds=8, sdvg_seeds=16, chunks=(2, 6, 10), thresholds=(0.01, 0.02, 0.05),
-                   taus=(0.3, 0.5, 0.7, 0.8, 0.9), label="quick")
+        return cls(dts_seeds=8, default_dts_seeds=4, sdvg_seeds=16, chunks=(2, 6, 10), thresholds=(0.0005, 0.002),
+                   default_world_sweeps=False, taus=(0.3, 0.5, 0.7, 0.8, 0.9), label="quick")
 
     @classmethod
     def tiny(cls):
-        return cls(dts_seeds=1, sdvg_seeds=1, chunks=(6,), thresholds=(0.05,), taus=(0.7,), label="tiny")
+        return cls(dts_seeds=1, default_dts_seeds=1, sdvg_seeds=1, chunks=(6,), thresholds=(0.0375,),
+                   default_world_sweeps=False, taus=(0.7,), label="tiny")
 
 
 def _clock():
@@ -71,17 +82,23 @@ def _clock():
 # ------------------------------------------------------------------------------------------------------------
 # DTS
 
-def dts_methods(settings):
-    """[(name, kind, options)] in table order; kind "euler" (options: steps) or "dts" (sample_dts options)."""
+def dts_methods(settings, sweeps=True):
+    """[(name, kind, options)] in table order; kind "euler" (options: steps) or "dts" (sample_dts options).
+
+    Every DTS setting is followed by the same setting in auto mode (sample_dts(auto=True)), whose wall time is
+    compared with plain Euler on the same target grid (stride 2 of the 100-step schedule: Euler-50)."""
     methods = [(f"Euler-{n}", "euler", dict(steps=n)) for n in settings.euler_steps]
     paper = dict(DTS_PAPER)
-    methods.append((f"DTS paper (chunk {paper['chunk']}, thr {paper['threshold']:g})", "dts", paper))
-    for chunk in settings.chunks:
-        if chunk != paper["chunk"]:
-            methods.append((f"DTS chunk {chunk}", "dts", dict(paper, chunk=chunk)))
-    for threshold in settings.thresholds:
-        if threshold != paper["threshold"]:
-            methods.append((f"DTS thr {threshold:g}", "dts", dict(paper, threshold=threshold)))
+    settings_list = [(f"DTS paper (chunk {paper['chunk']}, thr {paper['threshold']:g})", paper)]
+    if sweeps:
+        settings_list += [(f"DTS chunk {chunk}", dict(paper, chunk=chunk)) for chunk in settings.chunks
+                          if chunk != paper["chunk"]]
+        settings_list += [(f"DTS thr {threshold:g}", dict(paper, threshold=threshold))
+                          for threshold in settings.thresholds if threshold != paper["threshold"]]
+    for name, options in settings_list:
+        methods.append((name, "dts", options))
+    for name, options in settings_list:
+        methods.append((name.split(" (")[0] + " auto", "dts", dict(options, auto=True)))
     return methods
 
 
@@ -91,52 +108,72 @@ def initial_noise(seed, world=DEFAULT_WORLD):
 
 
 def run_dts_method(model, kind, options, condition, seed, fine_sigmas, world=DEFAULT_WORLD):
-    """One sample: returns (clip [C, T, H, W], calls, evals, seconds)."""
+    """One sample: returns (clip [C, T, H, W], calls, evals, seconds, sample_dts stats or None)."""
     denoiser = FlowDenoiser(model, condition.tokens(world)[None], world.frames_per_block)
     x = initial_noise(seed, world)
+    stats = None
     start = _clock()
     if kind == "euler":
         out = euler_sample(denoiser, x, flow_sigmas(options["steps"], shift=SHIFT))
     else:
-        out = sample_dts(denoiser, x, fine_sigmas, disable=True, **options)
+        stats = {}
+        out = sample_dts(denoiser, x, fine_sigmas, disable=True, stats=stats, **options)
     seconds = _clock() - start
-    return out[0], denoiser.calls, denoiser.evals, seconds
+    return out[0], denoiser.calls, denoiser.evals, seconds, stats
 
 
-def run_dts(model, settings, world=DEFAULT_WORLD, log=print):
-    """Per method: mean calls, evals, seconds, distance to Euler-100 (RMS per value and L2), success rate."""
+def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=True):
+    """Per method: mean calls, evals, seconds, distance to Euler-100 (RMS per value and L2), success rate; for
+    auto rows also what auto chose (share of seeds that ran DTS, the chunks) and the wall-time ratio to Euler on
+    the target grid (Euler-50) summed over the same seeds."""
     fine_sigmas = flow_sigmas(FINE_STEPS, shift=SHIFT)
-    methods = dts_methods(settings)
+    methods = dts_methods(settings, sweeps)
+    seeds = settings.dts_seeds if seeds is None else seeds
     rows = {name: dict(name=name, kind=kind, options=options, calls=[], evals=[], seconds=[], rms=[], l2=[],
-                       success=[]) for name, kind, options in methods}
+                       success=[], auto=[]) for name, kind, options in methods}
     clips = {}
     baseline = methods[0][0]
-    for index in range(settings.dts_seeds):
+    for index in range(seeds):
         seed = settings.seed_offset + index
         condition, _ = sample_clip(seed, world)
         reference = None
         for name, kind, options in methods:
-            clip, calls, evals, seconds = run_dts_method(model, kind, options, condition, seed, fine_sigmas, world)
+            clip, calls, evals, seconds, stats = run_dts_method(model, kind, options, condition, seed, fine_sigmas,
+                                                                world)
             if reference is None:
                 reference = clip
             row = rows[name]
             row["calls"].append(calls)
             row["evals"].append(evals)
             row["seconds"].append(seconds)
+            if stats is not None and "auto" in stats:
+                row["auto"].append(dict(choice=stats["auto"]["choice"], chunks=stats["auto"]["chunks"],
+                                        reason=stats["auto"]["reason"],
+                                        cost_ratios=stats["auto"]["cost_ratios"]))
             difference = (clip - reference).flatten()
             row["l2"].append(float(difference.norm()))
             row["rms"].append(float(difference.norm() / math.sqrt(difference.numel())))
             row["success"].append(bool(analyse(clip, condition, world).success))
             if index == 0:
                 clips[name] = clip
-        log(f"  DTS seed {index + 1}/{settings.dts_seeds}: " + ", ".join(
+        log(f"  DTS seed {index + 1}/{seeds}: " + ", ".join(
             f"{name.split(' (')[0]} {'ok' if rows[name]['success'][-1] else '--'}" for name, _, _ in methods[:4]))
     summary = []
+    grid = rows.get("Euler-50")  # plain Euler on DTS's target grid (stride 2 of the 100-step schedule)
     for name, _, _ in methods:
         row = rows[name]
-        summary.append(dict(name=name, options=row["options"], calls=_mean(row["calls"]), evals=_mean(row["evals"]),
-                            seconds=_mean(row["seconds"]), rms=_mean(row["rms"]), l2=_mean(row["l2"]),
-                            success=_mean(row["success"]), seeds=len(row["success"])))
+        entry = dict(name=name, options=row["options"], calls=_mean(row["calls"]), evals=_mean(row["evals"]),
+                     seconds=_mean(row["seconds"]), rms=_mean(row["rms"]), l2=_mean(row["l2"]),
+                     success=_mean(row["success"]), seeds=len(row["success"]))
+        if row["auto"]:
+            entry["auto_dts_share"] = _mean(bool(a["chunks"]) for a in row["auto"])  # ran at least one DTS round
+            entry["auto_kept_dts_share"] = _mean(a["choice"] == "dts" for a in row["auto"])  # and did not fall back
+            entry["auto_chunks"] = sorted({c for a in row["auto"] for c in a["chunks"]})
+            entry["auto_reasons"] = [a["reason"] for a in row["auto"]]
+            ratios = [a["cost_ratios"].get("2") for a in row["auto"] if a["cost_ratios"].get("2") is not None]
+            entry["auto_cost_ratio_2"] = _mean(ratios) if ratios else None
+            entry["vs_target_grid_euler"] = sum(row["seconds"]) / sum(grid["seconds"]) if grid else None
+        summary.append(entry)
     return dict(baseline=baseline, rows=summary, clips=clips, seed=settings.seed_offset)
 
 
@@ -154,14 +191,55 @@ def make_runner(model, world=DEFAULT_WORLD):
                                   max_frames=world.frames, frames_per_block=world.frames_per_block)
 
 
-def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAULT_WORLD):
-    """One clip: returns (clip [C, T, H, W], stats, seconds)."""
+class RecordingRouter(WorldRouter):
+    """The world's router that also records, for every draft it scores, (its score aggregated by min, whether all
+    of the draft's frames pass the per-frame success check given the committed frames): the data of the router's
+    rank correlation with success."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.records = []
+
+    def score(self, frames, prompt=""):
+        scores = super().score(frames, prompt)
+        frames = torch.as_tensor(frames, dtype=torch.float32)
+        committed = self.history() if self.history is not None else None
+        frames_all = frames if committed is None or not len(committed) else torch.cat([committed, frames])
+        passes = frame_passes(analyse(frames_all, self.condition, self.world), self.condition)[-frames.shape[0]:]
+        self.records.append((float(scores.min()), bool(passes.all())))
+        return scores
+
+
+def spearman(xs, ys):
+    """Spearman rank correlation (average ranks for ties); None when either side is constant or n < 3."""
+    import numpy as np
+
+    def ranks(values):
+        values = np.asarray(values, dtype=np.float64)
+        order = values.argsort(kind="mergesort")
+        ranked = np.empty(len(values))
+        ranked[order] = np.arange(1, len(values) + 1)
+        for value in np.unique(values):  # ties share their mean rank
+            ranked[values == value] = ranked[values == value].mean()
+        return ranked
+
+    if len(xs) < 3:
+        return None
+    rx, ry = ranks(xs), ranks(ys)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAULT_WORLD, router_records=None):
+    """One clip: returns (clip [C, T, H, W], stats, seconds). router_records: a list that receives the router's
+    (score, draft passes) records."""
     context = condition.tokens(world)[None]
     drafter, target = make_runner(drafter_model, world), make_runner(target_model, world)
     drafter.reset(context)
     target.reset(context)
     decoder = IdentityDecoder()
-    router = WorldRouter(condition, history=decoder.committed_frames, aggregation="min", world=world)
+    router = RecordingRouter(condition, history=decoder.committed_frames, aggregation="min", world=world)
     stats = {}
     start = _clock()
     latent, _ = speculative_generate(
@@ -169,6 +247,8 @@ def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAU
         block_shape=(1, world.channels, world.frames_per_block, world.height, world.width), tau=tau,
         drafter_sigmas=DRAFTER_SIGMAS, target_sigmas=TARGET_SIGMAS, seed=seed, stats=stats)
     seconds = _clock() - start
+    if router_records is not None:
+        router_records.extend(router.records)
     return latent[0], stats, seconds
 
 
@@ -177,11 +257,16 @@ def run_sdvg(drafter_model, target_model, settings, world=DEFAULT_WORLD, log=pri
     rows = {name: dict(name=name, tau=tau, seconds=[], accept=[], quality=[], success=[], target_blocks=[],
                        drafted=[]) for name, tau in methods}
     clips = {}
+    # The router's correlation with success is measured on the drafts of the lowest finite tau (the run that
+    # commits the most drafts, so later drafts follow committed drafts as in use).
+    correlation_tau = min((tau for _, tau in methods if math.isfinite(tau)), default=None)
+    records, clip_scores, clip_success = [], [], []
     for index in range(settings.sdvg_seeds):
         seed = settings.seed_offset + index
         condition, _ = sample_clip(seed, world)
         for name, tau in methods:
-            clip, stats, seconds = run_sdvg_once(drafter_model, target_model, condition, seed, tau, world)
+            clip, stats, seconds = run_sdvg_once(drafter_model, target_model, condition, seed, tau, world,
+                                                 records if tau == correlation_tau else None)
             analysis = analyse(clip, condition, world)
             row = rows[name]
             row["seconds"].append(seconds)
@@ -190,6 +275,9 @@ def run_sdvg(drafter_model, target_model, settings, world=DEFAULT_WORLD, log=pri
             row["target_blocks"].append(sum(1 for b in stats["blocks"] if b["source"] == "target"))
             row["quality"].append(float(analysis.quality.mean()))
             row["success"].append(bool(analysis.success))
+            if name == "draft-only":  # clip level: the draft-only clip's router score against its success
+                clip_scores.append(float(analysis.quality.min()))
+                clip_success.append(bool(analysis.success))
             if index == 0:
                 clips[name] = clip
         log(f"  SDVG seed {index + 1}/{settings.sdvg_seeds}: " + ", ".join(
@@ -202,7 +290,10 @@ def run_sdvg(drafter_model, target_model, settings, world=DEFAULT_WORLD, log=pri
                             accept=(sum(row["accept"]) / drafted) if drafted else None,
                             target_blocks=_mean(row["target_blocks"]), quality=_mean(row["quality"]),
                             success=_mean(row["success"]), seeds=len(row["success"])))
-    return dict(baseline="target-only", rows=summary, clips=clips, seed=settings.seed_offset)
+    router = dict(tau=correlation_tau, drafts=len(records), drafts_passing=sum(ok for _, ok in records),
+                  block_spearman=spearman([score for score, _ in records], [ok for _, ok in records]),
+                  clips=len(clip_scores), clip_spearman=spearman(clip_scores, clip_success))
+    return dict(baseline="target-only", rows=summary, clips=clips, seed=settings.seed_offset, router=router)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -233,6 +324,46 @@ def dts_table(dts):
             f"| {row['rms']:.4f} ({row['l2']:.2f}) "
             f"| {100 * row['success']:.0f}% ({_ratio(row['success'], base['success'])}) |")
     return "\n".join(lines)
+
+
+def auto_table(dts):
+    """Markdown table of the auto rows: what auto chose and its wall time against plain Euler on the target grid."""
+    rows = [row for row in dts["rows"] if "vs_target_grid_euler" in row]
+    if not rows:
+        return ""
+    grid = next(row for row in dts["rows"] if row["name"] == "Euler-50")
+    lines = ["| setting | seeds with DTS rounds (kept to the end) | chunks run | probe: 2 positions cost (x one call) "
+             "| wall, CPU ms | wall vs Euler-50 (same grid) | calls | success |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ratio = row["auto_cost_ratio_2"]
+        lines.append(
+            f"| {row['name']} | {100 * row['auto_dts_share']:.0f}% ({100 * row['auto_kept_dts_share']:.0f}%) "
+            f"| {', '.join(str(c) for c in row['auto_chunks']) or '-'} "
+            f"| {'not probed' if ratio is None else f'{ratio:.2f}'} | {1000 * row['seconds']:.0f} "
+            f"| {row['vs_target_grid_euler']:.3f}x (Euler-50: {1000 * grid['seconds']:.0f}) "
+            f"| {row['calls']:.1f} | {100 * row['success']:.0f}% |")
+    return "\n".join(lines)
+
+
+def router_line(sdvg):
+    router = sdvg.get("router") or {}
+
+    def fmt(value):
+        return "n/a (constant)" if value is None else f"{value:+.2f}"
+
+    return (f"Router vs success (Spearman rank correlation): per drafted block, score (min over its frames) vs "
+            f"the block's frames passing the success check given the committed frames: "
+            f"{fmt(router.get('block_spearman'))} over {router.get('drafts', 0)} drafts at tau {router.get('tau')} "
+            f"({router.get('drafts_passing', 0)} passing); per draft-only clip, min frame score vs clip success: "
+            f"{fmt(router.get('clip_spearman'))} over {router.get('clips', 0)} clips.")
+
+
+TRANSFERS = ("What transfers to a GPU: `calls` (sequential model calls: the latency on hardware that runs a batch in "
+             "the time of one sample) and `evals` (per-sample evaluations: the compute) do; CPU `wall` times and "
+             "SDVG's CPU speed-up do not (SDVG's gain transfers in kind, its size follows the target/drafter cost "
+             "ratio there); auto's choice is made per machine from its own measurements, so its CPU choice does "
+             "not transfer either; success rates and distances are properties of the models and transfer.")
 
 
 def sdvg_table(sdvg):
@@ -364,33 +495,45 @@ def write_gif(rows, path, scale=8):
 
 # ------------------------------------------------------------------------------------------------------------
 
-def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None,
+def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None, target_mm=None,
         world=DEFAULT_WORLD):
     """Run the benchmark; writes tables, JSON and pictures under out_dir and returns the results dict."""
     settings = Settings.quick() if settings is None else settings
     torch.set_num_threads(settings.threads)
     target = load_model("target") if target is None else target
     drafter = load_model("drafter") if drafter is None else drafter
+    target_mm = load_model("target_mm") if target_mm is None else target_mm
     os.makedirs(out_dir, exist_ok=True)
     started = _clock()
-    log(f"DTS on the target model: {settings.dts_seeds} seed(s), {len(dts_methods(settings))} methods")
-    dts = run_dts(target, settings, world, log)
+    log(f"DTS in the multimodal world (model target_mm): {settings.dts_seeds} seed(s), "
+        f"{len(dts_methods(settings))} methods")
+    dts = run_dts(target_mm, settings, MULTIMODAL_WORLD, log)
+    log(f"DTS in the default world (model target): {settings.default_dts_seeds} seed(s), "
+        f"{len(dts_methods(settings, settings.default_world_sweeps))} methods")
+    dts_default = run_dts(target, settings, world, log, seeds=settings.default_dts_seeds,
+                          sweeps=settings.default_world_sweeps)
     log(f"SDVG: {settings.sdvg_seeds} seed(s), {len(sdvg_methods(settings))} methods")
     sdvg = run_sdvg(drafter, target, settings, world, log)
     seconds = _clock() - started
     machine = machine_description(settings.threads)
-    tables = (f"## DTS (target model, {settings.dts_seeds} seeds, 100-step fine schedule, shift {SHIFT:g})\n\n"
-              f"{dts_table(dts)}\n\n"
+    tables = (f"## DTS, multimodal world (target_mm, {settings.dts_seeds} seeds, 100-step fine schedule, shift "
+              f"{SHIFT:g})\n\n{dts_table(dts)}\n\n"
+              f"### DTS auto (multimodal world): what it chose, and its wall time against plain Euler on the same "
+              f"grid\n\n{auto_table(dts)}\n\n"
+              f"## DTS, default world (target, {settings.default_dts_seeds} seeds)\n\n{dts_table(dts_default)}\n\n"
+              f"{auto_table(dts_default)}\n\n"
               f"## SDVG (drafter {len(DRAFTER_SIGMAS)} steps, target {len(TARGET_SIGMAS)} steps, "
               f"{settings.sdvg_seeds} seeds, {world.num_blocks} blocks of {world.frames_per_block} frames)\n\n"
-              f"{sdvg_table(sdvg)}\n\n"
+              f"{sdvg_table(sdvg)}\n\n{router_line(sdvg)}\n\n{TRANSFERS}\n\n"
               f"Machine: {machine}. Run `{settings.label}` took {seconds:.0f} s.\n")
     paths = {"tables": os.path.join(out_dir, "tables.md"), "json": os.path.join(out_dir, "results.json")}
     with open(paths["tables"], "w") as handle:
         handle.write(tables)
     serialisable = dict(settings=settings.__dict__, machine=machine, seconds=seconds,
-                        dts=dict(baseline=dts["baseline"], rows=dts["rows"]),
-                        sdvg=dict(baseline=sdvg["baseline"],
+                        dts=dict(world="multimodal", baseline=dts["baseline"], rows=dts["rows"]),
+                        dts_default_world=dict(world="default", baseline=dts_default["baseline"],
+                                               rows=dts_default["rows"]),
+                        sdvg=dict(baseline=sdvg["baseline"], router=sdvg["router"],
                                   rows=[dict(r, tau=str(r["tau"])) for r in sdvg["rows"]]),
                         target_sigmas=list(TARGET_SIGMAS), drafter_sigmas=list(DRAFTER_SIGMAS))
     with open(paths["json"], "w") as handle:
@@ -415,4 +558,5 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
     log("")
     log(tables)
     log("wrote " + ", ".join(paths.values()))
-    return dict(dts=dts, sdvg=sdvg, tables=tables, paths=paths, seconds=seconds, machine=machine)
+    return dict(dts=dts, dts_default_world=dts_default, sdvg=sdvg, tables=tables, paths=paths, seconds=seconds,
+                machine=machine)

@@ -27,28 +27,40 @@ import torch
 
 from samplers.models.wan import save_wan
 
-from .models import MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, build_model, model_config
-from .world import DEFAULT_WORLD, MAX_OBJECTS, sample_batch
+from .models import (DRAFTER_SIGMAS, MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, WORLD_OF, build_model, model_config,
+                     weights_path)
+from .world import DEFAULT_WORLD, MAX_OBJECTS, MULTIMODAL_WORLD, sample_batch
 
 # The recipe of the shipped weights (from scratch, fixed seeds): `python -m bench.train --model target` and
 # `python -m bench.train --model drafter` (see bench/weights/*.json for how long they ran, on how many threads).
 DEFAULTS = {
     "target": dict(steps=2800, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
-    "drafter": dict(steps=6000, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
+    "drafter_stage1": dict(steps=6000, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
+    # the shipped drafter: stage 1 grown to two layers (FFN 192, so >= 5x fewer FLOPs than the target), then
+    # trained only at its own four sigmas, block by block after clean committed blocks (how SDVG runs it)
+    "drafter": dict(steps=2000, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(0.0, 1.0),
+                    sigma_set=DRAFTER_SIGMAS, init="drafter_stage1"),
+    # the multimodal world (DTS only, so only the "uniform" noise pattern), fine-tuned from the shipped target
+    "target_mm": dict(steps=1200, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(1.0, 0.0), init="target"),
 }
+WORLDS = {"default": DEFAULT_WORLD, "multimodal": MULTIMODAL_WORLD}
 
 
-def block_sigmas(generator, batch, num_blocks, shift=1.0, patterns=(0.25, 0.55)):
+def block_sigmas(generator, batch, num_blocks, shift=1.0, patterns=(0.25, 0.55), sigma_set=None):
     """Per-sample, per-block sigmas [B, num_blocks] in [0, 1) following the three noise patterns.
 
     shift > 1 moves the draws towards high noise (Wan's shift s*t / (1 + (s-1)*t)), where the clip's global
     layout (where each object is, consistently over frames) is decided. patterns: probabilities of "uniform" and
-    "prefix" (the rest is "independent")."""
+    "prefix" (the rest is "independent"). sigma_set: draw every sigma from these values instead (a few-step
+    model trained only where it is used: the drafter's schedule)."""
     uniform = torch.rand(batch, num_blocks, generator=generator)
     logit_normal = torch.sigmoid(torch.randn(batch, num_blocks, generator=generator))
     pick = torch.rand(batch, num_blocks, generator=generator) < 0.5
     sigmas = torch.where(pick, uniform, logit_normal)
     sigmas = (shift * sigmas / (1.0 + (shift - 1.0) * sigmas)).clamp(1e-3, 1.0 - 1e-4)
+    if sigma_set is not None:
+        values = torch.tensor(sigma_set, dtype=torch.float32).clamp(1e-3, 1.0 - 1e-4)
+        sigmas = values[torch.randint(0, len(values), (batch, num_blocks), generator=generator)]
     pattern = torch.rand(batch, generator=generator)
     current = torch.randint(0, num_blocks, (batch,), generator=generator)
     for b in range(batch):
@@ -81,7 +93,8 @@ def init_weights(model):
 def load_grown(model, state_dict):
     """Load weights of a smaller model of the same width: narrower FFNs (the extra hidden units keep their fresh
     input weights and get zero output weights) and fewer layers (the extra layers' attention and FFN outputs are
-    zero), so the grown network starts out computing exactly what the loaded one did."""
+    zero), so the grown network starts out computing exactly what the loaded one did. A wider loaded FFN keeps
+    only its first hidden units (an approximation that training then repairs)."""
     own = model.state_dict()
     with torch.no_grad():
         for key, value in state_dict.items():
@@ -89,10 +102,12 @@ def load_grown(model, state_dict):
             if target.shape == value.shape:
                 target.copy_(value)
             elif key.endswith("ffn.0.weight") or key.endswith("ffn.0.bias"):
-                target[:value.shape[0]] = value
+                rows = min(value.shape[0], target.shape[0])  # a narrower FFN keeps the first hidden units
+                target[:rows] = value[:rows]
             elif key.endswith("ffn.2.weight"):
                 target.zero_()
-                target[:, :value.shape[1]] = value
+                columns = min(value.shape[1], target.shape[1])
+                target[:, :columns] = value[:, :columns]
             else:
                 raise ValueError(f"--init: {key} has shape {tuple(value.shape)}, the model {tuple(target.shape)}")
         # Layers the loaded weights do not have start as the identity: their residual outputs are zero.
@@ -137,11 +152,12 @@ def probe(model, world, seeds=(900001, 900002, 900003, 900004), sigmas=(0.3, 0.6
     return out
 
 
-def training_step(model, clips, context, generator, frames_per_block, shift=1.0, patterns=(0.25, 0.55)):
+def training_step(model, clips, context, generator, frames_per_block, shift=1.0, patterns=(0.25, 0.55),
+                  sigma_set=None):
     """Flow-matching loss on one batch: clips [B, C, T, H, W], context [B, L, text_dim]."""
     batch, _, frames = clips.shape[:3]
     num_blocks = frames // frames_per_block
-    sigma = block_sigmas(generator, batch, num_blocks, shift, patterns)  # [B, blocks]
+    sigma = block_sigmas(generator, batch, num_blocks, shift, patterns, sigma_set)  # [B, blocks]
     sigma = sigma.repeat_interleave(frames_per_block, dim=1)  # [B, T]
     noise = torch.randn(clips.shape, generator=generator)
     s = sigma[:, None, :, None, None]
@@ -153,7 +169,7 @@ def training_step(model, clips, context, generator, frames_per_block, shift=1.0,
 
 
 def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log_every=50, probe_every=0,
-          init=None, shift=1.0, patterns=(0.25, 0.55), world=DEFAULT_WORLD):
+          init=None, shift=1.0, patterns=(0.25, 0.55), sigma_set=None, world=DEFAULT_WORLD):
     """Train model `name` and save `<out_dir>/<name>.safetensors` and `<name>.json`; returns the log dict."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -182,7 +198,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     history = []
     for step in range(steps):
         clips, context = sample_batch(rng, batch, world)
-        loss = training_step(model, clips, context, generator, world.frames_per_block, shift, patterns)
+        loss = training_step(model, clips, context, generator, world.frames_per_block, shift, patterns, sigma_set)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -211,7 +227,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
         "model": name, "config": MODEL_CONFIGS[name], "patch_size": list(model_config(name).patch_size),
         "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch": batch, "lr": lr,
         "seed": seed, "threads": threads, "init": None if init is None else os.path.basename(init), "shift": shift,
-        "patterns": list(patterns),
+        "patterns": list(patterns), "sigma_set": None if sigma_set is None else list(sigma_set),
         "seconds": round(seconds, 1), "final_loss": history[-1][1],
         "loss_history": history, "file_bytes": os.path.getsize(path), "torch": torch.__version__,
     }
@@ -288,8 +304,10 @@ def main(argv=None):
             settings[key] = getattr(args, key)
     if args.patterns is not None:
         settings["patterns"] = tuple(float(p) for p in args.patterns.split(","))
+    init = settings.pop("init", None)
+    init = args.init if args.init is not None else (weights_path(init) if init else None)
     train(args.model, threads=args.threads, out_dir=args.out_dir, probe_every=args.probe_every,
-          init=args.init, **settings)
+          init=init, world=WORLDS[WORLD_OF.get(args.model, "default")], **settings)
 
 
 if __name__ == "__main__":

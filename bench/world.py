@@ -51,7 +51,7 @@ FRAME_SLICE = slice(START_SLICE.stop, START_SLICE.stop + MAX_FRAMES)
 X_SLICE = slice(FRAME_SLICE.stop, FRAME_SLICE.stop + START_POSITIONS)
 Y_SLICE = slice(X_SLICE.stop, X_SLICE.stop + START_POSITIONS)
 POSITION_SLICE = slice(Y_SLICE.stop, Y_SLICE.stop + 2)
-TOKEN_FEATURES = POSITION_SLICE.stop  # 55
+TOKEN_FEATURES = POSITION_SLICE.stop + 1  # 56 (the last one: the multimodal world's free-direction flag)
 TEXT_DIM = 64  # the models' text_dim: the token padded with zeros
 
 
@@ -63,6 +63,10 @@ class WorldConfig:
     frames: int = 12
     frames_per_block: int = 3
     channels: int = 3
+    # The multimodal setting (MULTIMODAL_WORLD): the condition does not say whether a sprite that moves
+    # horizontally moves left or right. Its tokens carry both candidate x positions in every frame (a two-hot),
+    # so the clip has two modes per such sprite; the success check accepts either, consistently over the clip.
+    free_x_direction: bool = False
 
     @property
     def num_blocks(self):
@@ -70,6 +74,8 @@ class WorldConfig:
 
 
 DEFAULT_WORLD = WorldConfig()
+MULTIMODAL_WORLD = WorldConfig(free_x_direction=True)
+FREE_X_FLAG = POSITION_SLICE.stop  # token feature 55: 1 when the sprite's x direction is left open
 
 
 @dataclass
@@ -110,12 +116,18 @@ class Condition:
             rows[:, 0] = 1.0
             rows[:, 1 + COLOUR_NAMES.index(obj.colour)] = 1.0
             rows[:, 1 + len(COLOUR_NAMES) + KINDS.index(obj.kind)] = 1.0
-            rows[:, VELOCITY_SLICE] = torch.tensor([float(obj.velocity[0]), float(obj.velocity[1])])
+            free = world.free_x_direction and obj.velocity[0] != 0
+            rows[:, VELOCITY_SLICE] = torch.tensor([0.0 if free else float(obj.velocity[0]), float(obj.velocity[1])])
             rows[:, START_SLICE] = torch.tensor([x, y], dtype=torch.float32) / (START_POSITIONS - 1)
-            for t, (track_x, track_y) in enumerate(object_track(obj, world)):
+            rows[:, FREE_X_FLAG] = float(free)
+            tracks = [object_track(o, world) for o in candidate_objects(obj, world)]
+            for t in range(world.frames):
+                track_y = int(tracks[0][t, 1])
                 rows[t, FRAME_SLICE.start + t] = 1.0
-                rows[t, X_SLICE.start + track_x] = 1.0
                 rows[t, Y_SLICE.start + track_y] = 1.0
+                for track in tracks:  # a two-hot when the direction is open
+                    rows[t, X_SLICE.start + int(track[t, 0])] = 1.0
+                track_x = sum(float(track[t, 0]) for track in tracks) / len(tracks)
                 rows[t, POSITION_SLICE] = torch.tensor([track_x, track_y], dtype=torch.float32) / (START_POSITIONS - 1)
         return out.flatten(0, 1)
 
@@ -142,6 +154,15 @@ def bounce_track(start, velocity, frames, limit):
     return positions
 
 
+def candidate_objects(obj, world=DEFAULT_WORLD):
+    """The objects a condition allows for `obj`: itself, and in the multimodal world also its horizontal mirror
+    in velocity (same start) when it moves horizontally."""
+    if world.free_x_direction and obj.velocity[0] != 0:
+        mirrored = WorldObject(obj.colour, obj.kind, (-obj.velocity[0], obj.velocity[1]), obj.start)
+        return [obj, mirrored] if obj.velocity[0] > 0 else [mirrored, obj]
+    return [obj]
+
+
 def object_track(obj, world=DEFAULT_WORLD):
     """Top-left (x, y) of the sprite in every frame: int array [T, 2]."""
     xs = bounce_track(obj.start[0], obj.velocity[0], world.frames, world.width - SPRITE_SIZE)
@@ -166,10 +187,11 @@ def sample_condition(rng, world=DEFAULT_WORLD, num_objects=None):
                 start=(int(rng.integers(0, world.width - SPRITE_SIZE + 1)),
                        int(rng.integers(0, world.height - SPRITE_SIZE + 1))),
             ))
-        tracks = [object_track(o, world) for o in objects]
+        # every track the condition allows (both directions in the multimodal world) keeps the sprites apart
+        tracks = [[object_track(c, world) for c in candidate_objects(o, world)] for o in objects]
         apart = all(
-            (np.abs(tracks[i] - tracks[j]).max(axis=1) >= SPRITE_SIZE).all()
-            for i in range(n) for j in range(i + 1, n)
+            (np.abs(a - b).max(axis=1) >= SPRITE_SIZE).all()
+            for i in range(n) for j in range(i + 1, n) for a in tracks[i] for b in tracks[j]
         )
         if apart:
             return Condition(objects)

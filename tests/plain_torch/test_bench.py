@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bench.check import IdentityDecoder, WorldRouter, analyse, is_success
-from bench.world import (DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, TEXT_DIM, Condition, WorldObject, bounce_track,
-                         latent_to_frames, object_track, render, sample_batch, sample_clip)
-from support.bench import frozen, shipped_models, shuffled, wrong_colours, wrong_kinds
+from bench.world import (DEFAULT_WORLD, MAX_OBJECTS, MULTIMODAL_WORLD, SPRITE_SIZE, TEXT_DIM, Condition, WorldObject,
+                         bounce_track, latent_to_frames, object_track, render, sample_batch, sample_clip)
+from support.bench import frozen, multimodal_target, shipped_models, shuffled, wrong_colours, wrong_kinds
 
 SEEDS = range(12)
 
@@ -83,6 +83,54 @@ def test_ground_truth_objects_never_touch():
         for i in range(len(tracks)):
             for j in range(i + 1, len(tracks)):
                 assert (np.abs(tracks[i] - tracks[j]).max(axis=1) >= SPRITE_SIZE).all()
+
+
+# ---------------------------------------------------------------------------------------------- multimodal world
+
+def mirrored(condition):
+    """The same condition with every horizontal velocity reversed (the other mode of the multimodal world)."""
+    return Condition([WorldObject(o.colour, o.kind, (-o.velocity[0], o.velocity[1]), o.start)
+                      for o in condition.objects])
+
+
+def test_multimodal_tokens_give_both_candidate_x_positions_and_hide_the_x_direction():
+    obj = WorldObject("red", "square", (1, 1), start=(5, 2))
+    tokens = Condition([obj]).tokens(MULTIMODAL_WORLD)[:12]
+    x_hot = tokens[:, 25:39]
+    assert x_hot[0].sum() == 1 and (x_hot[1:].sum(dim=1) == 2).all()  # frame 0 shared, then two candidates
+    assert x_hot[3].nonzero().flatten().tolist() == [2, 8]
+    assert (tokens[:, 9] == 0).all() and (tokens[:, 10] == 1).all() and (tokens[:, 55] == 1).all()
+    # the two directions give the same tokens: the condition leaves the clip bimodal
+    assert torch.equal(Condition([obj]).tokens(MULTIMODAL_WORLD), mirrored(Condition([obj])).tokens(MULTIMODAL_WORLD))
+    # vertical-only motion is not ambiguous, and the default world is unchanged
+    vertical = Condition([WorldObject("red", "square", (0, 1), start=(5, 2))]).tokens(MULTIMODAL_WORLD)[:12]
+    assert (vertical[:, 25:39].sum(dim=1) == 1).all() and (vertical[:, 55] == 0).all()
+    assert (Condition([obj]).tokens()[:12, 25:39].sum(dim=1) == 1).all()
+
+
+def test_multimodal_success_accepts_either_direction_and_rejects_their_blend():
+    blends_failed = 0
+    for seed in SEEDS:
+        condition, clip = sample_clip(seed, MULTIMODAL_WORLD)
+        other = render(mirrored(condition), MULTIMODAL_WORLD)
+        assert is_success(clip, condition, MULTIMODAL_WORLD) and is_success(other, condition, MULTIMODAL_WORLD)
+        if not torch.equal(clip, other):
+            assert not is_success(0.5 * (clip + other), condition, MULTIMODAL_WORLD), seed
+            assert not is_success(other, condition), seed  # the default world's check wants the conditioned one
+            blends_failed += 1
+    assert blends_failed >= len(SEEDS) // 2
+
+
+def test_multimodal_conditions_keep_both_modes_of_every_object_apart():
+    from bench.world import candidate_objects
+    for seed in SEEDS:
+        condition, _ = sample_clip(seed, MULTIMODAL_WORLD)
+        tracks = [[object_track(c) for c in candidate_objects(o, MULTIMODAL_WORLD)] for o in condition.objects]
+        for i in range(len(tracks)):
+            for j in range(i + 1, len(tracks)):
+                for a in tracks[i]:
+                    for b in tracks[j]:
+                        assert (np.abs(a - b).max(axis=1) >= SPRITE_SIZE).all()
 
 
 # ---------------------------------------------------------------------------------------------- success check
@@ -180,12 +228,30 @@ def test_router_judges_new_frames_against_committed_history():
     assert stuck.min() < good.min()
 
 
+def test_frame_passes_marks_the_frames_that_break_the_clip():
+    from bench.check import frame_passes
+    condition, clip = sample_clip(2)
+    clip = clip.clone()
+    clip[:, 5] = -1.0  # blank frame
+    passes = frame_passes(analyse(clip, condition), condition)
+    assert passes.tolist() == [t != 5 for t in range(12)]
+
+
+def test_spearman_of_known_rankings():
+    from bench.run import spearman
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([0.2, 0.9, 0.5, 0.7], [False, True, False, True]) == pytest.approx(0.8944, abs=1e-4)
+    assert spearman([1, 2, 3], [True, True, True]) is None
+
+
 # ---------------------------------------------------------------------------------------------- shipped models
 
 def test_shipped_weights_fit_the_size_budget():
-    from bench.models import weights_path
-    total = sum(os.path.getsize(weights_path(name)) for name in ("target", "drafter"))
-    assert total <= 10 * 1024 * 1024
+    from bench.models import WEIGHTS_DIR
+    files = [name for name in os.listdir(WEIGHTS_DIR) if name.endswith(".safetensors")]
+    assert {"target.safetensors", "drafter.safetensors", "target_mm.safetensors"} <= set(files)
+    assert sum(os.path.getsize(os.path.join(WEIGHTS_DIR, name)) for name in files) <= 10 * 1024 * 1024
 
 
 def test_shipped_models_denoise_a_noised_ground_truth_clip_into_a_passing_clip():
@@ -204,6 +270,7 @@ def test_shipped_weights_load_with_their_configs():
     target, drafter = shipped_models()
     assert target.config == model_config("target")
     assert drafter.config == model_config("drafter")
+    assert multimodal_target().config == model_config("target_mm")
 
 
 def test_block_by_block_runner_sees_the_same_absolute_positions_as_the_whole_clip():
@@ -267,7 +334,7 @@ def tiny_run(tmp_path_factory):
     lines = []
     try:
         result = run(settings, out_dir=str(out_dir), log=lines.append, target=target, drafter=drafter,
-                     pictures=importlib.util.find_spec("matplotlib") is not None)
+                     target_mm=multimodal_target(), pictures=importlib.util.find_spec("matplotlib") is not None)
     finally:
         torch.set_num_threads(threads)  # run() sets its own thread count; leave the session's as it was
     return result, "\n".join(lines), out_dir
@@ -306,6 +373,23 @@ def test_benchmark_dts_paper_setting_uses_fewer_sequential_calls_than_euler_100(
     result, _, _ = tiny_run
     rows = {row["name"].split(" (")[0]: row for row in result["dts"]["rows"]}
     assert rows["DTS paper"]["calls"] < rows["Euler-100"]["calls"]
+
+
+@pytest.mark.slow
+def test_benchmark_prints_auto_rows_and_their_wall_time_against_the_target_grid(tiny_run):
+    result, printed, _ = tiny_run
+    assert "| DTS paper auto |" in printed
+    auto = next(row for row in result["dts"]["rows"] if row["name"] == "DTS paper auto")
+    assert auto["vs_target_grid_euler"] > 0 and auto["auto_reasons"]
+    assert "wall vs Euler-50 (same grid)" in printed
+
+
+@pytest.mark.slow
+def test_benchmark_prints_the_router_correlation_and_what_transfers(tiny_run):
+    result, printed, _ = tiny_run
+    assert "Router vs success (Spearman rank correlation)" in printed
+    assert result["sdvg"]["router"]["drafts"] >= 1
+    assert "What transfers to a GPU" in printed
 
 
 @pytest.mark.slow

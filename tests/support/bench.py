@@ -14,6 +14,14 @@ def shipped_models():
     return load_model("target"), load_model("drafter")
 
 
+@functools.lru_cache(maxsize=None)
+def multimodal_target():
+    """The multimodal world's model target_mm (loaded once per session)."""
+    from bench.models import load_model
+
+    return load_model("target_mm")
+
+
 def shuffled(clip, seed=0):
     """The clip's frames in a random order that is not the identity (nor the reversal)."""
     frames = clip.shape[1]
@@ -45,4 +53,4 @@ def ground_truth(seed):
     return sample_clip(seed)
 
 
-__all__ = ["shipped_models", "shuffled", "frozen", "wrong_colours", "wrong_kinds", "ground_truth"]
+__all__ = ["shipped_models", "multimodal_target", "shuffled", "frozen", "wrong_colours", "wrong_kinds", "ground_truth"]
