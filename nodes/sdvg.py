@@ -3,11 +3,11 @@
 What a user sees: inputs, outputs, tooltips. The work is nodes/glue/sdvg_run.py (ComfyUI) over
 samplers/methods/sdvg.py (plain torch).
 """
-from ..samplers.methods.schedules import SELF_FORCING_SIGMAS
 from ..samplers.methods.sdvg import MODE_TAU
 from .glue.sdvg_run import run_sdvg
 
-DEFAULT_SIGMAS = ", ".join(str(sigma) for sigma in SELF_FORCING_SIGMAS)
+# The widgets' saved default (Self-Forcing's steps rounded to 4 digits); a widget default never changes.
+DEFAULT_SIGMAS = "1.0, 0.9375, 0.8333, 0.625"
 
 
 class SDVGSpeculativeVideo:

@@ -300,3 +300,30 @@ def test_estimated_target_only_seconds_equal_a_target_only_run_under_a_model_clo
     mixed = clocked_run(monkeypatch, 0.0, [[1.0] * 3, [-1.0] * 3, [1.0] * 3])
     assert mixed["estimated_target_only_seconds"] == target_only["seconds"]
     assert mixed["estimated_speedup"] == target_only["seconds"] / mixed["seconds"]
+
+
+def test_schedules_are_the_references_float32_table_values():
+    from samplers.methods.schedules import KREA_REALTIME_SCHEDULE, SCHEDULES, scheduler_sigma
+
+    assert SELF_FORCING_SIGMAS == (1.0, 0.9375, 0.8333333134651184, 0.625)
+    assert KREA_REALTIME_SCHEDULE.timesteps == (1000.0, 937.5, 833.3333129882812, 625.0, 0.0)
+    assert KREA_REALTIME_SCHEDULE.sigmas == SELF_FORCING_SIGMAS + (0.004980080295354128,)
+    assert scheduler_sigma(0.0) == 0.004980080295354128 and scheduler_sigma(1000.0) == 1.0
+    assert SCHEDULES["self_forcing"].timesteps is None  # timestep = 1000 sigma
+
+
+def test_replaced_noise_source_feeds_every_draw():
+    draws = []
+
+    def noise(block_index, model):
+        def draw(step, shape):
+            draws.append((block_index, model, step))
+            return torch.zeros(shape)
+        return draw
+
+    runner = ConstantVelocity(torch.zeros(BLOCK_SHAPE))
+    runner.commit = lambda block: None
+    speculative_generate(None, runner, None, None, "", num_blocks=2, block_shape=BLOCK_SHAPE, tau=math.inf,
+                         noise=noise)
+    steps = len(SELF_FORCING_SIGMAS)
+    assert draws == [(k, "target", j) for k in range(2) for j in range(steps)]
