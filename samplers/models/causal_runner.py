@@ -31,8 +31,8 @@ Protocol "krea_realtime" (Krea's release_server.py `GenerationSession`), with K 
 import torch
 
 from .device import model_device
-from .wan import (attend, block_causal_mask, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video, expand_timestep,
-                  head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
+from .wan import (attend, block_causal_mask, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video,
+                  expand_timestep, head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
                   self_attention_qkv, time_modulation, unpatchify, validate_window)
 
 
