@@ -163,13 +163,36 @@ def text_context(positive, text_width):
     return context
 
 
+def comfy_attention(transformer_options):
+    """attend(q, k, v, mask=None) for CausalWanRunner through ComfyUI's own dispatch: `optimized_attention` (the
+    backend the user chose: sage, flash, xformers, split, pytorch), `optimized_attention_masked` for masked calls
+    (Krea's block-causal recompute), given the MODEL's transformer_options so that an `optimized_attention_override`
+    and other patches apply as they do inside WanModel. q, k, v: [B, L, heads, head_dim]; returns [B, Lq, heads *
+    head_dim]. The boolean mask (True = attend) becomes an additive one, which every backend takes."""
+    from comfy.ldm.modules import attention
+
+    def attend(q, k, v, mask=None):
+        heads = q.shape[2]
+        q, k, v = (tensor.transpose(1, 2) for tensor in (q, k, v))  # [B, heads, L, d]: skip_reshape
+        if mask is None:
+            return attention.optimized_attention(q, k, v, heads, skip_reshape=True,
+                                                 transformer_options=transformer_options)
+        additive = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask.to(q.device),
+                                                                                       float("-inf"))
+        return attention.optimized_attention_masked(q, k, v, heads, mask=additive, skip_reshape=True,
+                                                    transformer_options=transformer_options)
+
+    return attend
+
+
 def place_runners(models, context, block_shape, max_frames, local_attn_frames, sink_frames, protocols=None,
                   context_frames=3, plan=None):
     """Load the models through ComfyUI and build one reset CausalWanRunner per model.
 
     models: {name: (ModelPatcher, WanModel)}; block_shape: (1, C, F, h, w) latent block; max_frames: latent frames
     of the whole video; protocols: {name: protocol} (default self_forcing); plan: the run's MemoryPlan (the first
-    load reserves its bytes). Returns {name: Placed runner}.
+    load reserves its bytes). Attention goes through ComfyUI's dispatch with each MODEL's transformer_options
+    (`comfy_attention`). Returns {name: Placed runner}.
 
     The first load reserves room for every KV cache (allocated right after, they stay on the device for the whole
     run) plus one block's activations. When the models do not fit together, ComfyUI loads what fits; each runner's
@@ -198,7 +221,8 @@ def place_runners(models, context, block_shape, max_frames, local_attn_frames, s
                                  max_frames=max_frames, frames_per_block=frames_per_block,
                                  local_attn_frames=window, sink_frames=sink_frames if window else 0, batch_size=1,
                                  device=patcher.load_device, dtype=dtypes[name], protocol=protocols[name],
-                                 context_frames=context_frames)
+                                 context_frames=context_frames,
+                                 attention=comfy_attention(dict(patcher.model_options.get("transformer_options", {}))))
         runners[name] = Placed(runner, patcher, ("predict", "commit", "reset"), memory_required=activation_bytes)
         runners[name].reset(context)
     return runners

@@ -36,6 +36,7 @@ def pack(comfy_pack):
         node_class=comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"],
         sdvg=importlib.import_module(f"{comfy_pack.__name__}.nodes.glue.sdvg_run"),
         stream_decode=importlib.import_module(f"{comfy_pack.__name__}.nodes.glue.wan_vae_stream"),
+        sdvg_method=importlib.import_module(f"{comfy_pack.__name__}.samplers.methods.sdvg"),
     )
 
 
@@ -402,3 +403,53 @@ def test_auto_schedule_keeps_typed_sigmas_and_otherwise_follows_the_protocol(pac
     assert schedule.sigmas == (1.0, 0.5) and schedule.timesteps is None
     schedule, _ = pack.sdvg.block_schedule("self_forcing", "1.0, 0.5", "krea_realtime", "target_sigmas")
     assert schedule.sigmas == (1.0, 0.9375, 0.8333333134651184, 0.625)
+
+
+# --- ComfyUI's attention -----------------------------------------------------------------------------------------
+
+def counting_override(calls):
+    """An attention override as ComfyUI's `optimized_attention_override` hook takes it: records masked or not."""
+    def override(func, *args, **kwargs):
+        calls.append(kwargs.get("mask") is not None)
+        return func(*args, **kwargs)
+    return override
+
+
+def test_runner_attention_goes_through_comfyui_dispatch_and_its_override_and_equals_sdpa(pack, wan_models):
+    module = wan_models["target"].model.diffusion_model
+    calls = []
+    attention = pack.sdvg.comfy_attention({"optimized_attention_override": counting_override(calls)})
+    x = torch.randn(1, 16, 8, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(5))
+    context = torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(6))
+    outputs = {}
+    for name, options in (("sdpa", {}), ("comfy", dict(attention=attention))):
+        # Krea with blocks of 2 and K = 3: block 2's recompute over [0, 2, 3] is block-causal (a masked call).
+        runner = pack.sdvg.CausalWanRunner(module, latent_height=HEIGHT // 8, latent_width=WIDTH // 8, max_frames=8,
+                                           frames_per_block=2, protocol="krea_realtime", dtype=torch.float32,
+                                           **options)
+        runner.reset(context)
+        predictions = []
+        with torch.inference_mode():
+            for block in range(4):
+                predictions.append(runner.predict(x[:, :, 2 * block:2 * block + 2], 0.75))
+                committed = x[:, :, :2 * block + 2]
+                runner.commit(committed[:, :, -2:], context=pack.sdvg_method.recompute_context(
+                    committed, 3, 2, lambda: committed[:, :, :1] * 0.5))
+        outputs[name] = torch.stack(predictions)
+    layers = len(module.blocks)
+    # Recomputes after blocks 1, 2, 3 run over [0, 2, 3], [re-encoded, 4, 5], [re-encoded, 6, 7]: block-causal in
+    # blocks of 2 frames, so masked; after block 0 over [0, 1]: one block, no mask.
+    assert calls.count(True) == 3 * layers
+    assert calls.count(False) == 4 * layers + 1 * layers  # 4 predictions and the first recompute
+    torch.testing.assert_close(outputs["comfy"], outputs["sdpa"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_node_hands_the_models_transformer_options_to_the_attention(pack, wan_models, wan21_vae):
+    calls = []
+    target = wan_models["target"].clone()
+    target.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
+        counting_override(calls)
+    run_node(pack, wan_models, wan21_vae, target=target, mode="target only", num_blocks=1, frames_per_block=1,
+             force_target_first_block=False)
+    assert len(calls) == 5 * 2  # 5 Krea steps x 2 layers, all through the override
