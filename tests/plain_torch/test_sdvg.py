@@ -327,3 +327,16 @@ def test_replaced_noise_source_feeds_every_draw():
                          noise=noise)
     steps = len(SELF_FORCING_SIGMAS)
     assert draws == [(k, "target", j) for k in range(2) for j in range(steps)]
+
+
+def test_estimated_target_only_time_counts_the_krea_targets_recompute_and_reencodes():
+    from samplers.methods.sdvg import sdvg_stats
+
+    records = [dict(index=k, source="target", drafted=False, score=None, accepted=False) for k in range(3)]
+    clocks = [dict(target=1.0, decode=0.5, target_commit=2.0), dict(target=1.0, decode=0.5, target_commit=2.0,
+                                                                     reencode=0.25), dict(target=1.0, decode=0.5)]
+    common = dict(tau=math.inf, aggregation="min", target_steps=5)
+    plain = sdvg_stats(records, clocks, 10.0, **common)["estimated_target_only_seconds"]
+    krea = sdvg_stats(records, clocks, 10.0, target_reencodes=True, **common)["estimated_target_only_seconds"]
+    assert plain == 3 * (1.0 + 0.5) + 2 * 2.0  # the commit (Krea: the recompute) of every block but the last
+    assert krea == plain + 0.25
