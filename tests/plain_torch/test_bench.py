@@ -237,6 +237,14 @@ def test_frame_passes_marks_the_frames_that_break_the_clip():
     assert passes.tolist() == [t != 5 for t in range(12)]
 
 
+def test_target_grid_cuts_every_draft_segment_by_the_target_stride():
+    from bench.run import target_grid
+    from samplers.methods.dts import target_grid_steps
+    assert target_grid(100, dict(draft_stride=10, target_stride=2)) == list(range(0, 101, 2))
+    assert target_grid(23, dict(draft_stride=10, target_stride=3)) == [0, 3, 6, 9, 10, 13, 16, 19, 20, 23]
+    assert len(target_grid(23, dict(draft_stride=10, target_stride=3))) - 1 == target_grid_steps(23, 10, 3)
+
+
 def test_spearman_of_known_rankings():
     from bench.run import spearman
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
@@ -381,7 +389,8 @@ def test_benchmark_prints_auto_rows_and_their_wall_time_against_the_target_grid(
     assert "| DTS paper auto |" in printed
     auto = next(row for row in result["dts"]["rows"] if row["name"] == "DTS paper auto")
     assert auto["vs_target_grid_euler"] > 0 and auto["auto_reasons"]
-    assert "wall vs Euler-50 (same grid)" in printed
+    assert "wall vs plain Euler on the same grid, timed alongside" in printed
+    assert auto["paired_euler_seconds"] > 0
 
 
 @pytest.mark.slow
