@@ -267,6 +267,8 @@ class AutoPlanner:
         return None
 
     def stats(self):
+        if self.choice is None:  # the schedule ended inside the measuring segment
+            self.fall_back("the schedule ended within the first (measuring) draft segment")
         known = {m: self.cost(m) for m in sorted(self.samples)}
         return dict(choice=self.choice, reason=self.reason, chunks=list(self.chunks),
                     euler_segments=self.euler_segments, probe_calls=self.probe_calls,
@@ -287,6 +289,41 @@ def probe(evaluate, x, sigmas, position, size):
     """A discarded batched call: `size` copies of x at the current sigma (measures what batching costs)."""
     states = torch.cat([x] * size)
     evaluate(states, sigmas[position] * states.new_ones([states.shape[0]]))
+
+
+def timed_model(model, planner, clock, batch):
+    """`model`, reporting every call's seconds and size (draft positions = call batch / batch) to the planner."""
+    if planner is None:
+        return model
+
+    def call(states, sigma_vector, **extra_args):
+        before = clock()
+        out = model(states, sigma_vector, **extra_args)
+        planner.observe(states.shape[0] // batch, clock() - before)
+        return out
+
+    return call
+
+
+def auto_plan(planner, evaluate, x, sigmas, position, draft_stride, target_stride, clock):
+    """Auto mode before a round: probe while measuring, then choose. Returns (chunk, x, position, denoised):
+    chunk None when plain Euler was run over one draft segment (x, position, denoised: where it ended)."""
+    if planner.choice is None and 1 in planner.samples:
+        size = planner.next_probe()
+        while size is not None:
+            spent = clock()
+            probe(evaluate, x, sigmas, position, size)
+            planner.probe_calls += 1
+            planner.probe_seconds += clock() - spent
+            size = planner.next_probe()
+    chunk = planner.decide() if 1 in planner.samples else None
+    if chunk is not None:
+        planner.chunks.append(chunk)
+        return chunk, x, position, None
+    end = min(position + draft_stride, len(sigmas) - 1)
+    x, denoised = euler_segment(evaluate, x, sigmas, position, end, target_stride)
+    planner.euler_segments += 1
+    return None, x, end, denoised
 
 
 @torch.no_grad()
@@ -329,45 +366,29 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     rounds = dict(accepted=[], drafted=[], thresholds=[], positions=[], distances=[])
     planner = AutoPlanner(num_steps=num_steps, draft_stride=draft_stride, target_stride=target_stride, chunk=chunk,
                           max_parallel=max_parallel, parallel_target=parallel_target) if auto else None
-    batch = x.shape[0]
+    model = timed_model(model, planner, clock, x.shape[0])
 
     def evaluate(states, sigma_vector):
         if interrupt is not None:
             interrupt()
         counts["calls"] += 1
         counts["evals"] += states.shape[0]
-        if planner is None:
-            return model(states, sigma_vector, **extra_args)
-        before = clock()
-        out = model(states, sigma_vector, **extra_args)
-        planner.observe(states.shape[0] // batch, clock() - before)
-        return out
+        return model(states, sigma_vector, **extra_args)
 
     progress = trange(num_steps, disable=disable)
     position = 0
     round_chunk = chunk
     while position < num_steps:
-        if planner is not None:  # auto: measure, then DTS with the chosen chunk or plain Euler
-            if planner.choice is None and 1 in planner.samples:
-                size = planner.next_probe()
-                while size is not None:
-                    spent = clock()
-                    probe(evaluate, x, sigmas, position, size)
-                    planner.probe_calls += 1
-                    planner.probe_seconds += clock() - spent
-                    size = planner.next_probe()
-            round_chunk = planner.decide() if 1 in planner.samples else None
+        if planner is not None:  # auto: measure, then DTS with the chosen chunk or plain Euler over one segment
+            start = position
+            round_chunk, x, position, estimate = auto_plan(planner, evaluate, x, sigmas, position, draft_stride,
+                                                           target_stride, clock)
             if round_chunk is None:
-                end = min(position + draft_stride, num_steps)
-                x, estimate = euler_segment(evaluate, x, sigmas, position, end, target_stride)
-                planner.euler_segments += 1
-                progress.update(end - position)
-                position = end
+                progress.update(position - start)
                 if callback is not None:
                     callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
                               'denoised': estimate, 'position': position})
                 continue
-            planner.chunks.append(round_chunk)
         grid = [position]
         while len(grid) <= round_chunk and grid[-1] < num_steps:
             grid.append(min(grid[-1] + draft_stride, num_steps))

@@ -7,7 +7,7 @@ import torch
 
 from support.dts import (TemplateMixtureDenoiser, make_noise, make_templates, reference_euler,
                          target_grid_positions)
-from samplers.methods.dts import AUTO_BUDGET, AutoPlanner, sample_dts, target_grid_steps
+from samplers.methods.dts import AUTO_BUDGET, AutoPlanner, format_stats, sample_dts, target_grid_steps
 
 
 class FakeClock:
@@ -154,6 +154,13 @@ def test_equal_strides_leave_nothing_to_batch():
     assert set(model.sizes) == {1}
 
 
+def test_a_schedule_shorter_than_one_draft_segment_is_plain_euler():
+    out, stats, _, clock, denoiser, x = run_auto(flat_up_to(8), num_steps=8)
+    assert stats["auto"]["choice"] == "euler" and "first (measuring)" in stats["auto"]["reason"]
+    assert torch.equal(out, euler_reference(denoiser, x, 8)) and clock.now == 4.0
+    assert "auto: plain Euler" in format_stats(stats)
+
+
 def test_auto_off_records_no_auto_stats():
     stats = {}
     sample_dts(TemplateMixtureDenoiser(make_templates()), make_noise(), fine_sigmas(20), stats=stats)
@@ -169,3 +176,10 @@ def test_planner_interpolates_and_extrapolates_measured_costs():
     assert planner.cost(1) == 1.0 and planner.cost(4) == 2.0
     assert planner.cost(2) == pytest.approx(1.0 + 1.0 / 3.0)
     assert planner.cost(8) == 4.0  # beyond the largest measured size: in proportion
+
+
+@pytest.mark.parametrize("cost", [linear, flat_up_to(8)])
+def test_auto_callback_reports_monotone_positions_ending_at_the_last_step(cost):
+    seen = []
+    run_auto(cost, callback=lambda info: seen.append(info["i"]), disable=True)
+    assert seen == sorted(seen) and len(set(seen)) == len(seen) and seen[-1] == 99
