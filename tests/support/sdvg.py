@@ -65,10 +65,11 @@ def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v"
 
 
 def add_model_folder(kind, directory):
-    """Make ComfyUI's loaders look in `directory` for models of `kind` ("diffusion_models", "vae", ...)."""
+    """Make ComfyUI's loaders look in `directory` first for models of `kind` ("diffusion_models", "vae", ...):
+    a file of the same name in the checkout's own models/ folder must not shadow the test's."""
     import folder_paths
 
-    folder_paths.add_model_folder_path(kind, str(directory))
+    folder_paths.add_model_folder_path(kind, str(directory), is_default=True)
     # get_filename_list caches directory listings; files written after the first listing must be seen.
     folder_paths.filename_list_cache.pop(kind, None)
 

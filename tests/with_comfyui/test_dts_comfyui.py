@@ -67,7 +67,7 @@ def tiny_wan(comfy, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models") / "diffusion_models"
     folder.mkdir()
     save_file(state_dict, str(folder / TINY_WAN_NAME))
-    comfy.folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    comfy.folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
     return comfy.nodes.UNETLoader().load_unet(TINY_WAN_NAME, "default")[0]
 
 

@@ -30,21 +30,26 @@ def reward_nodes(comfy_pack):
 
 @pytest.fixture(scope="module")
 def tiny_models(comfy_nodes, tmp_path_factory):
-    """A folder registered as an extra `image_reward` path, holding a tiny random ImageReward.pt and its files."""
+    """A folder registered as the first `image_reward` path, holding a tiny random ImageReward.pt and its files.
+
+    First, so that the checkout's own models/image_reward/ (which may hold the real ImageReward.pt) cannot shadow
+    it: ComfyUI resolves a model name in the order of the folder list."""
     import folder_paths
 
     folder = str(tmp_path_factory.mktemp("image_reward_models"))
     weights, model = write_image_reward_folder(folder, TINY, seed=3)
-    folder_paths.add_model_folder_path("image_reward", folder)
+    folder_paths.add_model_folder_path("image_reward", folder, is_default=True)
     folder_paths.filename_list_cache.pop("image_reward", None)
     return folder, weights, model
 
 
 @pytest.fixture
-def isolated_folder_entry():
-    """Restore ComfyUI's `image_reward` folder entry after a test that rebuilds it."""
+def isolated_folder_entry(tmp_path_factory, monkeypatch):
+    """Restore ComfyUI's `image_reward` folder entry after a test that rebuilds it; during the test ComfyUI's
+    models directory is an empty one, so that files in the checkout's models/image_reward/ cannot be found."""
     import folder_paths
 
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path_factory.mktemp("empty_models")))
     saved = folder_paths.folder_names_and_paths.get("image_reward")
     saved = (list(saved[0]), set(saved[1])) if saved else None
     yield folder_paths
