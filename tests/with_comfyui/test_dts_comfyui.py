@@ -342,6 +342,29 @@ def test_cancel_stops_sampling(comfy, dts_nodes, tiny_wan, prompts, latent):
         model_management.interrupt_current_processing(False)
 
 
+def test_a_base_exception_interrupt_mid_run_propagates_and_the_next_run_equals_a_clean_one(
+        comfy, dts_nodes, tiny_wan, prompts, latent, monkeypatch):
+    """Newer ComfyUI's interrupt derives from BaseException: nothing in the pack may catch, delay or re-label it."""
+    class Interrupted(BaseException):
+        pass
+
+    clean = dts_ksampler(dts_nodes, tiny_wan, prompts, latent)["samples"]
+    calls = []
+
+    def interrupt_at_the_fourth_check():
+        calls.append(1)
+        if len(calls) == 4:
+            raise Interrupted
+
+    monkeypatch.setattr(comfy.comfy.model_management, "throw_exception_if_processing_interrupted",
+                        interrupt_at_the_fourth_check)
+    with pytest.raises(Interrupted):
+        dts_ksampler(dts_nodes, tiny_wan, prompts, latent)
+    assert len(calls) == 4  # raised mid-run, propagated at once
+    monkeypatch.undo()
+    assert torch.equal(dts_ksampler(dts_nodes, tiny_wan, prompts, latent)["samples"], clean)
+
+
 def test_bad_strides_raise_an_error_naming_the_input(dts_nodes):
     with pytest.raises(ValueError, match="target_stride"):
         dts_nodes.DTSSampler().get_sampler(draft_stride=2, target_stride=4, chunk=6, threshold=0.0375,

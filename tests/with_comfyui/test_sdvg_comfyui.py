@@ -283,6 +283,36 @@ def test_cancel_during_a_run_stops_it_before_the_next_model_call(pack, wan_model
     assert len(router.calls) == 1 and progress == [1]  # block 0 finished, block 1 stopped after its scoring
 
 
+@pytest.mark.slow
+def test_a_base_exception_interrupt_mid_run_propagates_and_the_next_run_equals_a_clean_one(pack, wan_models,
+                                                                                            wan21_vae, monkeypatch):
+    """Newer ComfyUI's interrupt derives from BaseException: it leaves the node at once, and the next run (new
+    runners and decoder state, the same loaded models) gives the clean run's video."""
+    import comfy.model_management
+
+    class Interrupted(BaseException):
+        pass
+
+    settings = dict(num_blocks=2, frames_per_block=1, tau=0.0)
+    clean = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0]), **settings)
+    calls = []
+
+    def interrupt_in_block_one():
+        calls.append(1)
+        if len(calls) == 6:  # after block 0's 4 target steps and its decode, before its first commit
+            raise Interrupted
+
+    monkeypatch.setattr(comfy.model_management, "throw_exception_if_processing_interrupted", interrupt_in_block_one)
+    router = ScriptedRouter([1.0])
+    with pytest.raises(Interrupted):
+        run_node(pack, wan_models, wan21_vae, router=router, **settings)
+    assert len(calls) == 6 and router.calls == []
+    monkeypatch.undo()
+    again = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0]), **settings)
+    assert torch.equal(again[0]["samples"], clean[0]["samples"])
+    assert torch.equal(again[1], clean[1])
+
+
 # --- named errors ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, message", [
