@@ -365,6 +365,20 @@ def test_a_base_exception_interrupt_mid_run_propagates_and_the_next_run_equals_a
     assert torch.equal(dts_ksampler(dts_nodes, tiny_wan, prompts, latent)["samples"], clean)
 
 
+def test_steps_the_scheduler_cannot_make_strictly_decreasing_are_refused_naming_steps_and_scheduler(
+        dts_nodes, tiny_wan, prompts, latent, monkeypatch):
+    import comfy.model_management
+
+    levels = len(tiny_wan.get_model_object("model_sampling").sigmas)
+    calls = []
+    monkeypatch.setattr(comfy.model_management, "throw_exception_if_processing_interrupted", lambda: calls.append(1))
+    with pytest.raises(ValueError, match=rf"steps: scheduler 'simple' cannot make {levels + 1} strictly decreasing "
+                                         rf"noise levels for this model \(this model's discrete schedule has {levels} "
+                                         r"noise levels\): sigmas must be strictly decreasing .*Lower steps"):
+        dts_ksampler(dts_nodes, tiny_wan, prompts, latent, steps=levels + 1)
+    assert calls == []  # refused before the first model call
+
+
 def test_bad_strides_raise_an_error_naming_the_input(dts_nodes):
     with pytest.raises(ValueError, match="target_stride"):
         dts_nodes.DTSSampler().get_sampler(draft_stride=2, target_stride=4, chunk=6, threshold=0.0375,

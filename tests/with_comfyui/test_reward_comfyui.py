@@ -165,6 +165,23 @@ def test_loader_node_names_a_missing_support_file_and_its_folder(comfy_pack, tin
     assert str(lonely) in str(error.value)
 
 
+def test_loader_node_names_a_corrupt_support_file_and_says_what_to_do(comfy_pack, tiny_models, tmp_path,
+                                                                      isolated_folder_entry):
+    folder_paths = isolated_folder_entry
+    damaged = tmp_path / "damaged"
+    write_support_files(str(damaged), TINY)
+    (damaged / "med_config.json").write_text("{'hidden_size': 768,}")
+    shutil.copy(tiny_models[1], damaged / "Damaged.pt")
+    folder_paths.folder_names_and_paths["image_reward"] = ([str(damaged)], {".pt", ".safetensors"})
+    folder_paths.filename_list_cache.pop("image_reward", None)
+    with pytest.raises(ValueError) as error:
+        comfy_pack.NODE_CLASS_MAPPINGS["LoadImageRewardRouter"]().load("Damaged.pt", "min", 0.1, "cpu", "fp32", 16)
+    assert type(error.value).__name__ == "ModelFileError"
+    message = str(error.value)
+    assert str(damaged / "med_config.json") in message and "not valid JSON" in message
+    assert "Download med_config.json again" in message
+
+
 def test_score_node_rejects_something_that_is_not_a_router(comfy_pack):
     with pytest.raises(ValueError, match="router: expected a REWARD_ROUTER"):
         comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"]().score(object(), torch.rand(1, 8, 8, 3), "x")
