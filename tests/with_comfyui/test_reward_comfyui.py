@@ -64,7 +64,7 @@ def test_nodes_are_registered_with_display_names_and_the_router_socket(comfy_pac
     mappings, names = comfy_pack.NODE_CLASS_MAPPINGS, comfy_pack.NODE_DISPLAY_NAME_MAPPINGS
     assert names["LoadImageRewardRouter"] == "Load ImageReward Router"
     assert names["ImageRewardScore"] == "ImageReward Score"
-    assert mappings["LoadImageRewardRouter"].RETURN_TYPES == ("REWARD_ROUTER",)
+    assert tuple(mappings["LoadImageRewardRouter"].RETURN_TYPES) == ("REWARD_ROUTER",)
     assert mappings["ImageRewardScore"].INPUT_TYPES()["required"]["router"][0] == "REWARD_ROUTER"
 
 
@@ -109,7 +109,8 @@ def test_extra_model_paths_yaml_folder_is_kept_first_and_lists_only_weights(rewa
 
 def test_loader_node_lists_and_loads_weights_from_an_image_reward_folder(comfy_pack, tiny_models):
     loader = comfy_pack.NODE_CLASS_MAPPINGS["LoadImageRewardRouter"]
-    assert "ImageReward.pt" in loader.INPUT_TYPES()["required"]["model_name"][0]
+    kind, spec = loader.INPUT_TYPES()["required"]["model_name"]
+    assert kind == "COMBO" and "ImageReward.pt" in spec["options"]
     (router,) = loader().load("ImageReward.pt", "quantile", 0.25, "default", "auto", 16)
     import comfy.model_patcher
 
@@ -141,7 +142,7 @@ def test_score_node_gives_per_frame_scores_text_and_the_routers_aggregate(comfy_
         "ImageReward.pt", "mean", 0.1, "default", "fp32", 2)
     frames = random_frames(5, 40, 72, seed=2)
     scores, text, value = comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"]().score(router, frames, PROMPTS[1])
-    assert comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"].OUTPUT_IS_LIST == (True, False, False)
+    assert tuple(comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"].OUTPUT_IS_LIST) == (True, False, False)
     assert len(scores) == 5 and all(isinstance(score, float) for score in scores)
     torch.testing.assert_close(torch.tensor(scores), router.score(frames, PROMPTS[1]), atol=1e-6, rtol=0)
     assert value == pytest.approx(aggregate(scores, "mean"))
@@ -203,9 +204,9 @@ def test_score_node_runs_in_a_comfyui_server_graph_with_weights_in_models_image_
         "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},
     }
     with e2e_support.ComfyUIServer(os.environ["COMFYUI_PATH"], base, e2e_support.free_port(8303, 8303)) as server:
-        choices = server.get_json("/object_info/LoadImageRewardRouter")["LoadImageRewardRouter"]["input"][
-            "required"]["model_name"][0]
-        assert choices == ["ImageReward.pt"]
+        kind, spec = server.get_json("/object_info/LoadImageRewardRouter")["LoadImageRewardRouter"]["input"][
+            "required"]["model_name"]
+        assert kind == "COMBO" and spec["options"] == ["ImageReward.pt"]  # a V3 node spells its list this way
         entry = server.wait_for_history(server.queue_prompt(prompt), timeout=600)
         assert entry["status"]["status_str"] == "success", e2e_support.history_error(entry)
         text = "".join(entry["outputs"]["4"]["text"])
