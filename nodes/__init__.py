@@ -1,8 +1,9 @@
 """The pack's ComfyUI nodes: one table of node ids, classes and display names.
 
 Each module keeps its own `NODES` list: V1 entries are (node_id, class, display name), V3 entries are the
-io.ComfyNode classes whose schema holds both. This file only joins them; V1 and V3 nodes sit side by side while the
-files migrate one at a time.
+io.ComfyNode classes, whose NODE_ID and DISPLAY_NAME their schema uses (read here without building the schema:
+that would import ComfyUI modules, e.g. its samplers, while custom nodes load). This file only joins them; V1 and V3
+nodes sit side by side while the files migrate one at a time.
 """
 import importlib.util
 
@@ -23,8 +24,7 @@ for _module in _MODULES:
         if isinstance(_entry, tuple):
             _node_id, _node_class, _display_name = _entry
         else:
-            _schema = _entry.define_schema()
-            _node_id, _node_class, _display_name = _schema.node_id, _entry, _schema.display_name
+            _node_id, _node_class, _display_name = _entry.NODE_ID, _entry, _entry.DISPLAY_NAME
         if _node_id in NODE_CLASS_MAPPINGS:
             raise RuntimeError(f"node id {_node_id!r} is registered twice")
         NODE_CLASS_MAPPINGS[_node_id] = _node_class

@@ -14,14 +14,16 @@ RewardRouter = io.Custom("REWARD_ROUTER")
 
 
 class LoadImageRewardRouter(io.ComfyNode):
+    NODE_ID, DISPLAY_NAME = "LoadImageRewardRouter", "Load ImageReward Router"
+
     @classmethod
     def define_schema(cls):
         import folder_paths
 
         register_image_reward_folder()
         return io.Schema(
-            node_id="LoadImageRewardRouter",
-            display_name="Load ImageReward Router",
+            node_id=cls.NODE_ID,
+            display_name=cls.DISPLAY_NAME,
             category="loaders/speculative",
             description=("Loads ImageReward (THUDM) from models/image_reward/ without network access, as the router "
                          "that decides which drafted SDVG blocks to keep."),
@@ -60,11 +62,13 @@ class LoadImageRewardRouter(io.ComfyNode):
 
 
 class ImageRewardScore(io.ComfyNode):
+    NODE_ID, DISPLAY_NAME = "ImageRewardScore", "ImageReward Score"
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="ImageRewardScore",
-            display_name="ImageReward Score",
+            node_id=cls.NODE_ID,
+            display_name=cls.DISPLAY_NAME,
             category="sampling/speculative",
             description=("Scores each frame with the reward router and aggregates them as SDVG does, to calibrate tau "
                          "on your own videos."),

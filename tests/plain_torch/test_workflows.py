@@ -24,7 +24,7 @@ from support.workflows import (EXPECTED_WORKFLOWS, WORKFLOW_FILES, HideComfyUI, 
 @pytest.fixture(scope="module")
 def v1_nodes():
     classes, needs_comfyui = v1_node_classes_readable_without_comfyui()
-    assert needs_comfyui == ["reward"], needs_comfyui  # the V3 files; dts.py and sdvg.py are V1 until they migrate
+    assert needs_comfyui == ["dts", "reward"], needs_comfyui  # the V3 files; sdvg.py is V1 until it migrates
     return classes
 
 
