@@ -218,13 +218,18 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
     drafter_steps = check_flow_sigmas(drafter_sigmas, "drafter_sigmas")
     target_steps = check_flow_sigmas(target_sigmas, "target_sigmas")
     tau = effective_tau(mode, tau)
-    check_router(router)
+    needed = parts_needed(tau, force_target_first_block)
+    if needed["router"]:
+        if router is None:
+            raise ValueError(f"router: mode {mode!r} scores every draft with a router; connect Load ImageReward "
+                             "Router (or another REWARD_ROUTER), or choose mode 'target only' / 'draft only', which "
+                             "run without one")
+        check_router(router)
     context = text_context(positive, wan_latent_space(target_module)["text width"])
     decoder = WanStreamingDecoder(vae, target.model.process_latent_out)  # checks it is the Wan 2.1 VAE
     window = check_window(local_attn_frames, sink_frames, frames_per_block)
 
     # The baselines leave a model out entirely (no weights loaded, no KV cache).
-    needed = parts_needed(tau, force_target_first_block)
     models = {name: pair for name, pair in (("target", (target, target_module)), ("drafter", (drafter, drafter_module)))
               if needed[name]}
     block_shape = (1, LATENT_CHANNELS, frames_per_block, height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT)
@@ -239,7 +244,7 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
             runners.get("drafter"), runners.get("target"), placed_decoder, router, router_prompt,
             num_blocks=num_blocks, block_shape=block_shape, tau=tau, drafter_sigmas=drafter_steps,
             target_sigmas=target_steps, seed=seed, force_target_first_block=force_target_first_block,
-            aggregation=router.aggregation,
+            aggregation=router.aggregation if router is not None else "min",
             interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
             callback=block_progress(num_blocks, unique_id), stats=stats)
 

@@ -145,8 +145,11 @@ def widget_problems(node, info):
     if saved_widgets and saved_widgets != current_widgets:
         problems.append(f"node {node['id']} ({node['type']}): saved widget inputs {saved_widgets}, "
                         f"the node now has {current_widgets}")
-    saved_sockets = [entry["name"] for entry in node.get("inputs") or [] if not entry.get("widget")]
-    current_sockets = [name for name, spec in ordered_inputs(info) if not is_widget_input(spec)]
+    # Sockets by name, in any order: a saved node keeps its own input slots (its links name a slot of the saved
+    # list) and the prompt sent to the server names each input, so a socket that moves from required to optional
+    # (SDVG's router) still connects; a renamed, added or removed socket does not.
+    saved_sockets = sorted(entry["name"] for entry in node.get("inputs") or [] if not entry.get("widget"))
+    current_sockets = sorted(name for name, spec in ordered_inputs(info) if not is_widget_input(spec))
     if saved_sockets != current_sockets:
         problems.append(f"node {node['id']} ({node['type']}): saved sockets {saved_sockets}, "
                         f"the node now has {current_sockets}")

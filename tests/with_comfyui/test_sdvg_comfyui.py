@@ -247,6 +247,21 @@ def test_target_only_mode_never_calls_the_router(pack, wan_models, wan21_vae):
     assert images.shape == (5, HEIGHT, WIDTH, 3)
 
 
+@pytest.mark.parametrize("mode", ["target only", "draft only"])
+def test_the_baselines_run_without_a_router(pack, wan_models, wan21_vae, mode):
+    assert "router" in pack.node_class.INPUT_TYPES()["optional"]
+    latent, _, stats_text = run_node(pack, wan_models, wan21_vae, router=None, mode=mode, num_blocks=1,
+                                     frames_per_block=1, force_target_first_block=False)
+    assert json.loads(stats_text)["blocks"][0]["source"] == ("target" if mode == "target only" else "drafter")
+    assert latent["samples"].shape == (1, 16, 1, HEIGHT // 8, WIDTH // 8)
+
+
+def test_speculative_mode_without_a_router_is_refused_naming_it(pack, wan_models, wan21_vae):
+    with pytest.raises(ValueError, match="router: mode 'speculative' scores every draft with a router; connect "
+                                         "Load ImageReward Router"):
+        run_node(pack, wan_models, wan21_vae, router=None)
+
+
 @pytest.mark.slow
 def test_draft_only_mode_takes_the_block_from_the_drafter_without_scoring(pack, wan_models, wan21_vae):
     router = ScriptedRouter([])
