@@ -105,11 +105,11 @@ def add_position_embedding(model):
 class PositionalCausalRunner(CausalWanRunner):
     """`samplers.causal.CausalWanRunner` that tells the position embedding the absolute index of the block."""
 
-    def _forward(self, block, sigma, commit):
+    def _forward(self, x, timestep, frame_offset, mask=None, head=True):
         embedding = self.model.patch_embedding
-        embedding.frame_offset = self.committed_frames
+        embedding.frame_offset = frame_offset
         try:
-            return super()._forward(block, sigma, commit)
+            return super()._forward(x, timestep, frame_offset, mask, head)
         finally:
             embedding.frame_offset = 0
 

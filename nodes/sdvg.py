@@ -3,11 +3,8 @@
 What a user sees: inputs, outputs, tooltips. The work is nodes/glue/sdvg_run.py (ComfyUI) over
 samplers/methods/sdvg.py (plain torch).
 """
-from ..samplers.methods.schedules import SELF_FORCING_SIGMAS
 from ..samplers.methods.sdvg import MODE_TAU
-from .glue.sdvg_run import run_sdvg
-
-DEFAULT_SIGMAS = ", ".join(str(sigma) for sigma in SELF_FORCING_SIGMAS)
+from .glue.sdvg_run import DEFAULT_SIGMAS, PROTOCOLS, SCHEDULE_CHOICES, run_sdvg
 
 
 class SDVGSpeculativeVideo:
@@ -78,6 +75,29 @@ class SDVGSpeculativeVideo:
                 "sink_frames": ("INT", {"default": 0, "min": 0, "max": 4096,
                                         "tooltip": "First latent frames always kept in the window (attention "
                                                    "sink); only with local_attn_frames > 0."}),
+                "drafter_protocol": (list(PROTOCOLS), {"default": "self_forcing",
+                                                       "tooltip": "How the drafter runs block by block. "
+                                                                  "self_forcing: cache of every committed frame (Self-"
+                                                                  "Forcing 1.3B). krea_realtime: cache rebuilt from "
+                                                                  "context_frames latents before each block (Krea "
+                                                                  "Realtime 14B)."}),
+                "target_protocol": (list(PROTOCOLS), {"default": "krea_realtime",
+                                                      "tooltip": "How the target runs block by block, as "
+                                                                 "drafter_protocol. Use the protocol the checkpoint "
+                                                                 "was released with."}),
+                "drafter_schedule": (list(SCHEDULE_CHOICES), {"default": "auto",
+                                                              "tooltip": "The drafter's steps. auto: drafter_sigmas "
+                                                                         "if edited, else the protocol's schedule. "
+                                                                         "self_forcing (4 steps) / krea_realtime (5 "
+                                                                         "steps, the last at timestep 0): the "
+                                                                         "references' schedules. sigmas text: "
+                                                                         "drafter_sigmas."}),
+                "target_schedule": (list(SCHEDULE_CHOICES), {"default": "auto",
+                                                             "tooltip": "The target's steps, as drafter_schedule "
+                                                                        "(with target_sigmas)."}),
+                "context_frames": ("INT", {"default": 3, "min": 2, "max": 64,
+                                           "tooltip": "krea_realtime only: latent frames the cache is rebuilt from "
+                                                      "before each block (Krea's kv_cache_num_frames)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -91,14 +111,18 @@ class SDVGSpeculativeVideo:
     CATEGORY = "sampling/speculative"
     DESCRIPTION = ("Speculative decoding for block-autoregressive video (SDVG): a small causal Wan drafter proposes "
                    "each block, a reward router scores the decoded frames, and a large causal Wan target regenerates "
-                   "the blocks scoring below tau. Both models keep a KV cache of the committed blocks.")
+                   "the blocks scoring below tau. Each model runs under its own inference protocol (Self-Forcing's or "
+                   "Krea realtime's KV cache); the run's memory is checked before anything is allocated.")
 
     def generate(self, drafter, target, vae, positive, router_prompt, width, height, num_blocks,
                  frames_per_block, tau, mode, drafter_sigmas, target_sigmas, seed, force_target_first_block,
-                 router=None, local_attn_frames=0, sink_frames=0, unique_id=None):
+                 router=None, local_attn_frames=0, sink_frames=0, drafter_protocol="self_forcing",
+                 target_protocol="krea_realtime", drafter_schedule="auto", target_schedule="auto", context_frames=3,
+                 unique_id=None):
         return run_sdvg(drafter, target, vae, router, positive, router_prompt, width, height, num_blocks,
                         frames_per_block, tau, mode, drafter_sigmas, target_sigmas, seed, force_target_first_block,
-                        local_attn_frames, sink_frames, unique_id)
+                        local_attn_frames, sink_frames, unique_id, drafter_protocol, target_protocol,
+                        drafter_schedule, target_schedule, context_frames)
 
 
 NODES = [("SDVGSpeculativeVideo", SDVGSpeculativeVideo, "SDVG Speculative Video")]

@@ -5,18 +5,24 @@ inputs (errors name the input), builds one reset CausalWanRunner per model the m
 in `Placed`, and reports.
 """
 import json
+import logging
 import math
 
 import torch
 
-from ...samplers.methods.schedules import check_flow_sigmas
+from ...samplers.methods.schedules import SCHEDULES, check_block_schedule, check_flow_sigmas
 from ...samplers.methods.sdvg import MODE_TAU, parts_needed, speculative_generate
-from ...samplers.models.causal_runner import CausalWanRunner, kv_cache_bytes
+from ...samplers.models.causal_runner import PROTOCOLS, CausalWanRunner, check_protocol, kv_cache_bytes  # noqa: F401
+from ...samplers.models.memory_plan import GIB, MemoryPlanError, check_fits, memory_plan  # noqa: F401
 from ...samplers.models.wan import validate_window
 from .image_reward_run import check_router
 from .placement import Placed, compute_dtype
 from .stats_events import report_stats
 
+# The sigmas widgets' saved default (Self-Forcing's steps rounded to 4 digits); a widget default never changes.
+DEFAULT_SIGMAS = "1.0, 0.9375, 0.8333, 0.625"
+SCHEDULE_CHOICES = ("auto", "sigmas text") + tuple(SCHEDULES)
+SELF_FORCING_TRAINED_FRAMES = 21  # latent frames Self-Forcing was trained on (81 frames)
 LATENT_CHANNELS = 16  # Wan 2.1 latent space (comfy.latent_formats.Wan21)
 PIXELS_PER_LATENT = 8  # Wan 2.1 VAE: spatial downscale 8; temporal 4 (1 + 4 * (T - 1) frames for T latent frames)
 
@@ -113,6 +119,54 @@ def check_window(local_attn_frames, sink_frames, frames_per_block):
     return local_attn_frames
 
 
+def block_schedule(choice, sigmas_text, protocol, input_name):
+    """The schedule widget (SCHEDULE_CHOICES) and the sigmas text -> (BlockSchedule, what it is). `auto` takes the
+    text when it was edited away from DEFAULT_SIGMAS (so old workflows with typed sigmas keep them), else the
+    protocol's schedule. The text is validated whatever the choice (its errors name `input_name`)."""
+    schedule_input = input_name.replace("_sigmas", "_schedule")
+    sigmas = check_flow_sigmas(sigmas_text, input_name)
+    if choice not in SCHEDULE_CHOICES:
+        raise ValueError(f"{schedule_input}: expected one of {list(SCHEDULE_CHOICES)}, got {choice!r}")
+    if choice == "sigmas text" or (choice == "auto" and sigmas != check_flow_sigmas(DEFAULT_SIGMAS)):
+        return check_block_schedule(sigmas, input_name), f"{input_name} {sigmas}"
+    name = protocol if choice == "auto" else choice
+    return SCHEDULES[name], name
+
+
+def check_router_prompt(tau, router_prompt):
+    """Speculative mode scores drafts against the prompt: an empty one would score every draft against nothing."""
+    if math.isfinite(tau) and not str(router_prompt or "").strip():
+        raise ValueError("router_prompt: speculative mode scores each draft against the prompt; got an empty text "
+                         "(feed it the prompt given to the text encoder, as the example workflow does)")
+
+
+def length_warnings(protocols, window, num_blocks, frames_per_block):
+    """Self-Forcing without a window past the 21 latent frames it was trained on: a warning per model."""
+    frames = num_blocks * frames_per_block
+    return [f"{name}: self_forcing without a window over {frames} latent frames, past the "
+            f"{SELF_FORCING_TRAINED_FRAMES} Self-Forcing was trained on; quality may drift (set local_attn_frames, "
+            "e.g. 12 with sink_frames 3, or fewer blocks)"
+            for name, protocol in protocols.items()
+            if protocol == "self_forcing" and window is None and frames > SELF_FORCING_TRAINED_FRAMES]
+
+
+def check_memory(models, protocols, width, height, num_blocks, frames_per_block, window, sink_frames,
+                 context_frames):
+    """The run's memory plan against what ComfyUI can make free on the target's device, after offloading what it
+    may. Raises MemoryPlanError before anything is allocated; returns (plan, available bytes)."""
+    import comfy.model_management
+
+    plan = memory_plan({name: (module, protocols[name], compute_dtype(patcher))
+                        for name, (patcher, module) in models.items()},
+                       width=width, height=height, num_blocks=num_blocks, frames_per_block=frames_per_block,
+                       local_attn_frames=window, sink_frames=sink_frames, context_frames=context_frames)
+    device = next(iter(models.values()))[0].load_device
+    comfy.model_management.free_memory(plan.total_bytes, device)
+    available = comfy.model_management.get_free_memory(device)
+    check_fits(plan, available, device)
+    return plan, available
+
+
 def effective_tau(mode, tau):
     """The node's mode and tau widgets -> the tau the loop runs (the baselines are +-inf)."""
     if mode not in MODE_TAU:
@@ -137,11 +191,36 @@ def text_context(positive, text_width):
     return context
 
 
-def place_runners(models, context, block_shape, max_frames, local_attn_frames, sink_frames):
+def comfy_attention(transformer_options):
+    """attend(q, k, v, mask=None) for CausalWanRunner through ComfyUI's own dispatch: `optimized_attention` (the
+    backend the user chose: sage, flash, xformers, split, pytorch), `optimized_attention_masked` for masked calls
+    (Krea's block-causal recompute), given the MODEL's transformer_options so that an `optimized_attention_override`
+    and other patches apply as they do inside WanModel. q, k, v: [B, L, heads, head_dim]; returns [B, Lq, heads *
+    head_dim]. The boolean mask (True = attend) becomes an additive one, which every backend takes."""
+    from comfy.ldm.modules import attention
+
+    def attend(q, k, v, mask=None):
+        heads = q.shape[2]
+        q, k, v = (tensor.transpose(1, 2) for tensor in (q, k, v))  # [B, heads, L, d]: skip_reshape
+        if mask is None:
+            return attention.optimized_attention(q, k, v, heads, skip_reshape=True,
+                                                 transformer_options=transformer_options)
+        additive = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask.to(q.device),
+                                                                                       float("-inf"))
+        return attention.optimized_attention_masked(q, k, v, heads, mask=additive, skip_reshape=True,
+                                                    transformer_options=transformer_options)
+
+    return attend
+
+
+def place_runners(models, context, block_shape, max_frames, local_attn_frames, sink_frames, protocols=None,
+                  context_frames=3, plan=None):
     """Load the models through ComfyUI and build one reset CausalWanRunner per model.
 
     models: {name: (ModelPatcher, WanModel)}; block_shape: (1, C, F, h, w) latent block; max_frames: latent frames
-    of the whole video. Returns {name: Placed runner}.
+    of the whole video; protocols: {name: protocol} (default self_forcing); plan: the run's MemoryPlan (the first
+    load reserves its bytes). Attention goes through ComfyUI's dispatch with each MODEL's transformer_options
+    (`comfy_attention`). Returns {name: Placed runner}.
 
     The first load reserves room for every KV cache (allocated right after, they stay on the device for the whole
     run) plus one block's activations. When the models do not fit together, ComfyUI loads what fits; each runner's
@@ -150,20 +229,28 @@ def place_runners(models, context, block_shape, max_frames, local_attn_frames, s
     import comfy.model_management
 
     _, _, frames_per_block, latent_height, latent_width = block_shape
-    tokens_per_frame = (latent_height // 2) * (latent_width // 2)  # the DiT's 2x2 patches
+    protocols = protocols or {name: "self_forcing" for name in models}
+    if plan is None:
+        plan = memory_plan({name: (module, protocols[name], compute_dtype(patcher))
+                            for name, (patcher, module) in models.items()},
+                           width=latent_width * PIXELS_PER_LATENT, height=latent_height * PIXELS_PER_LATENT,
+                           num_blocks=max_frames // frames_per_block, frames_per_block=frames_per_block,
+                           local_attn_frames=local_attn_frames, sink_frames=sink_frames, context_frames=context_frames)
     dtypes = {name: compute_dtype(patcher) for name, (patcher, _) in models.items()}
-    kv_bytes = sum(kv_cache_bytes(module, tokens_per_frame=tokens_per_frame, max_frames=max_frames, batch_size=1,
-                                  dtype=dtypes[name], local_attn_frames=local_attn_frames)
-                   for name, (_, module) in models.items())
     activation_bytes = max(patcher.memory_required(list(block_shape)) for patcher, _ in models.values())
+    persistent_bytes = plan.total_bytes - plan.activation_bytes  # both caches and text K/V
     comfy.model_management.load_models_gpu([patcher for patcher, _ in models.values()],
-                                           memory_required=kv_bytes + activation_bytes)
+                                           memory_required=persistent_bytes + max(activation_bytes,
+                                                                                  plan.activation_bytes))
     runners = {}
     for name, (patcher, module) in models.items():
+        window = local_attn_frames if protocols[name] == "self_forcing" else None
         runner = CausalWanRunner(module, latent_height=latent_height, latent_width=latent_width,
                                  max_frames=max_frames, frames_per_block=frames_per_block,
-                                 local_attn_frames=local_attn_frames, sink_frames=sink_frames, batch_size=1,
-                                 device=patcher.load_device, dtype=dtypes[name])
+                                 local_attn_frames=window, sink_frames=sink_frames if window else 0, batch_size=1,
+                                 device=patcher.load_device, dtype=dtypes[name], protocol=protocols[name],
+                                 context_frames=context_frames,
+                                 attention=comfy_attention(dict(patcher.model_options.get("transformer_options", {}))))
         runners[name] = Placed(runner, patcher, ("predict", "commit", "reset"), memory_required=activation_bytes)
         runners[name].reset(context)
     return runners
@@ -198,25 +285,40 @@ def summary_line(stats):
     speedup = stats.get("estimated_speedup")
     speedup_text = f"x{speedup:.2f}" if isinstance(speedup, (int, float)) and math.isfinite(speedup) else "n/a"
     seconds = stats.get("seconds", float("nan"))
+    plan = stats.get("memory_plan") or {}
+    plan_text = ""
+    if plan:
+        plan_text = (f"; memory plan {plan['total_bytes'] / GIB:.2f} GiB of {plan['available_bytes'] / GIB:.2f} GiB "
+                     f"free ({', '.join(f'{n} {p}' for n, p in stats.get('protocols', {}).items())})")
+    warnings = "".join(f"; WARNING {warning}" for warning in stats.get("warnings", []))
     return (f"SDVG: {len(blocks)} blocks, {accepted} drafts kept (acceptance {rate_text}), tau {stats.get('tau')}, "
-            f"{seconds:.1f} s, estimated speed-up {speedup_text} against target only (wall time on this machine)")
+            f"{seconds:.1f} s, estimated speed-up {speedup_text} against target only (wall time on this machine)"
+            f"{plan_text}{warnings}")
 
 
 def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, height, num_blocks, frames_per_block, tau,
              mode, drafter_sigmas, target_sigmas, seed, force_target_first_block, local_attn_frames=0, sink_frames=0,
-             unique_id=None):
-    """The SDVG node's work: validate, place, generate, report. Returns (LATENT, IMAGE, stats JSON)."""
+             unique_id=None, drafter_protocol="self_forcing", target_protocol="krea_realtime", drafter_schedule="auto",
+             target_schedule="auto", context_frames=3):
+    """The SDVG node's work: validate, plan memory, place, generate, report. Returns (LATENT, IMAGE, stats JSON)."""
     import comfy.model_management
 
-    from .wan_vae_stream import WanStreamingDecoder
+    from .wan_vae_stream import WanFrameEncoder, WanStreamingDecoder
 
     # Validation first: nothing is loaded or allocated for inputs that cannot work.
     drafter_module = check_wan21_t2v(drafter, "drafter")
     target_module = check_wan21_t2v(target, "target")
     check_same_latent_space(drafter_module, target_module)
     check_video_size(width, height, num_blocks, frames_per_block)
-    drafter_steps = check_flow_sigmas(drafter_sigmas, "drafter_sigmas")
-    target_steps = check_flow_sigmas(target_sigmas, "target_sigmas")
+    protocols = {"drafter": check_protocol(drafter_protocol, "drafter_protocol"),
+                 "target": check_protocol(target_protocol, "target_protocol")}
+    drafter_steps, drafter_schedule_name = block_schedule(drafter_schedule, drafter_sigmas, protocols["drafter"],
+                                                          "drafter_sigmas")
+    target_steps, target_schedule_name = block_schedule(target_schedule, target_sigmas, protocols["target"],
+                                                        "target_sigmas")
+    if not isinstance(context_frames, int) or context_frames < 2:
+        raise ValueError(f"context_frames: expected an integer >= 2 (Krea's kv_cache_num_frames), got "
+                         f"{context_frames!r}")
     tau = effective_tau(mode, tau)
     needed = parts_needed(tau, force_target_first_block)
     if needed["router"]:
@@ -225,15 +327,25 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
                              "Router (or another REWARD_ROUTER), or choose mode 'target only' / 'draft only', which "
                              "run without one")
         check_router(router)
+    check_router_prompt(tau, router_prompt)
     context = text_context(positive, wan_latent_space(target_module)["text width"])
     decoder = WanStreamingDecoder(vae, target.model.process_latent_out)  # checks it is the Wan 2.1 VAE
+    encoder = WanFrameEncoder(vae, target.model.process_latent_in)
     window = check_window(local_attn_frames, sink_frames, frames_per_block)
 
     # The baselines leave a model out entirely (no weights loaded, no KV cache).
     models = {name: pair for name, pair in (("target", (target, target_module)), ("drafter", (drafter, drafter_module)))
               if needed[name]}
+    protocols = {name: protocols[name] for name in models}
+    warnings = length_warnings(protocols, window, num_blocks, frames_per_block)
+    for warning in warnings:
+        logging.warning("[speculative-video] SDVG: %s", warning)
+    # The plan against what ComfyUI can free: a request that cannot fit never reaches the allocator.
+    plan, available = check_memory(models, protocols, width, height, num_blocks, frames_per_block, window,
+                                   sink_frames, context_frames)
     block_shape = (1, LATENT_CHANNELS, frames_per_block, height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT)
-    runners = place_runners(models, context, block_shape, num_blocks * frames_per_block, window, sink_frames)
+    runners = place_runners(models, context, block_shape, num_blocks * frames_per_block, window, sink_frames,
+                            protocols, context_frames, plan)
     decode_bytes = vae.memory_used_decode(block_shape, vae.vae_dtype)
     placed_decoder = Placed(decoder, vae.patcher, ("decode",), memory_required=decode_bytes,
                             force_full_load=getattr(vae, "disable_offload", False))
@@ -244,12 +356,16 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
             runners.get("drafter"), runners.get("target"), placed_decoder, router, router_prompt,
             num_blocks=num_blocks, block_shape=block_shape, tau=tau, drafter_sigmas=drafter_steps,
             target_sigmas=target_steps, seed=seed, force_target_first_block=force_target_first_block,
-            aggregation=router.aggregation if router is not None else "min",
+            aggregation=router.aggregation if router is not None else "min", encoder=encoder,
             interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
             callback=block_progress(num_blocks, unique_id), stats=stats)
 
     output_device = comfy.model_management.intermediate_device()
     samples = target.model.process_latent_out(latent.float()).to(output_device)
     images = frames.float().to(output_device)
+    stats.update(protocols=protocols, warnings=warnings,
+                 schedules={name: label for name, label in (("drafter", drafter_schedule_name),
+                                                            ("target", target_schedule_name)) if name in models},
+                 memory_plan=dict(plan.as_dict(), available_bytes=int(available)))
     stats = report_stats("sdvg", unique_id, stats, summary_line)
     return ({"samples": samples}, images, json.dumps(stats, indent=1))

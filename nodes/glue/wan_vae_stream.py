@@ -103,3 +103,25 @@ class WanStreamingDecoder:
                 f"{self.committed_latent_frames} are committed now; decode it again from the current state")
         self.causal_cache = pending.causal_cache
         self.committed_latent_frames += pending.latent_frames
+
+
+class WanFrameEncoder:
+    """Krea's re-encode: one decoded frame encoded on its own, as the first frame of a video, by ComfyUI's VAE.
+
+    vae: a ComfyUI `VAE` holding the Wan 2.1 VAE. process_latent_in: maps the VAE's latent space to the diffusion
+    model's (a model's `model.model.process_latent_in`); identity if None.
+
+    encode(frame `[H, W, 3]` float 0..1) -> `[1, C, 1, h, w]` in the diffusion model's latent space. `VAE.encode`
+    loads the VAE itself.
+    """
+
+    def __init__(self, vae, process_latent_in=None):
+        self.vae = vae
+        self.process_latent_in = process_latent_in if process_latent_in is not None else (lambda latent: latent)
+
+    @torch.no_grad()
+    def encode(self, frame):
+        if frame.ndim != 3 or frame.shape[-1] < 3:
+            raise ValueError(f"frame: expected [H, W, 3], got {list(frame.shape)}")
+        latent = self.vae.encode(frame[None, :, :, :3])  # one frame: a [1, C, 1, h, w] latent, causal first frame
+        return self.process_latent_in(latent.float())

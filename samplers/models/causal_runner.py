@@ -1,31 +1,38 @@
-"""KV-cached block-autoregressive inference over any Wan-shaped DiT.
+"""KV-cached block-autoregressive inference over any Wan-shaped DiT, under two inference protocols.
 
 `CausalWanRunner` drives the reference `samplers.wan.WanDiT` (tests, standalone) or ComfyUI's `WanModel` (inside
 ComfyUI) by calling their submodules only (patch_embedding, time_embedding, blocks[i].self_attn.q, ...), so that
-ComfyUI's weight casting, LoRA patches and offloading apply; nothing is subclassed or copied.
+ComfyUI's weight casting, LoRA patches and offloading apply; nothing is subclassed or copied. Attention goes through
+the function it is given (default: SDPA, `samplers.models.wan.attend`), so ComfyUI can hand it its own dispatch.
 
-Semantics (docs/sdvg.md, "Exact semantics"):
-- the cache holds committed blocks only: per layer the RoPE-applied K and V of every committed frame the next
-  blocks can still attend to, plus the text cross-attention K/V computed once by `reset`;
-- `predict(block, sigma)` returns the flow prediction of the current block attending to `cache ++ block`; the
-  committed part of the cache is left untouched (the block's own K/V go to scratch slots after the committed end,
-  which the next call overwrites), so a rejected draft needs no rollback;
+Common to both protocols (docs/sdvg.md, "Exact semantics"): the text cross-attention K/V are computed once by
+`reset`; `predict(block, sigma, timestep)` returns the flow prediction of the current block attending to
+`cache ++ block`, writing the block's K/V only to scratch slots after the cache's end (the next call overwrites
+them), so a rejected draft needs no rollback; the time embedding is per frame.
+
+Protocol "self_forcing" (Self-Forcing's CausalInferencePipeline):
 - `commit(clean_block)` runs the model once at t = 0 on the clean latents and appends the block's K/V;
-- RoPE frame positions are absolute (block k covers frames k*F .. k*F + F - 1), the time embedding is per frame;
+- RoPE frame positions are absolute (block k covers frames k*F .. k*F + F - 1);
 - optional local window with sink frames, Self-Forcing's `local_attn_size` / `sink_size` rule: a block ending
   (exclusively) at frame e attends to frames g < e with g < sink_frames or g >= e - (local_attn_frames - sink_frames),
   i.e. `local_attn_frames` frames in total (sink and current block included) once the video is long enough.
   Frames no later block can see are dropped from the cache at commit time, so the cache needs at most
   `local_attn_frames` frames of room.
-
 The result equals `WanDiT.forward(committed ++ block, frames_per_block=F, local_attn_frames, sink_frames)` restricted
 to the block (tests/plain_torch/test_causal.py checks it to 1e-5 in float32).
+
+Protocol "krea_realtime" (Krea's release_server.py `GenerationSession`), with K = `context_frames`:
+- no clean pass: `commit(clean_block, context)` empties the cache and rebuilds it with one forward at t = 0 over
+  the context latents [B, C, K', H, W] (K' <= K, built by `recompute_context`), at RoPE positions 0 .. K'-1 with the
+  block-causal mask (blocks of F frames);
+- the next block sits at positions K' .. K'+F-1 (= min(k F, K) for block k); the cache never holds more than
+  K + F frames.
 """
 import torch
 
 from .device import model_device
-from .wan import (attend, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video, expand_timestep,
-                  head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
+from .wan import (attend, block_causal_mask, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video,
+                  expand_timestep, head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
                   self_attention_qkv, time_modulation, unpatchify, validate_window)
 
 
@@ -36,6 +43,15 @@ def _model_shape(model_or_config):
         return len(model_or_config.blocks), model_or_config.dim, attention.num_heads, attention.head_dim
     config = model_or_config
     return config.num_layers, config.dim, config.num_heads, config.dim // config.num_heads
+
+
+def cache_frames(protocol, max_frames, frames_per_block=3, local_attn_frames=None, context_frames=3):
+    """Latent frames of KV-cache room a runner needs: self_forcing the whole video (or the window), krea_realtime
+    K + frames_per_block (never more than the video)."""
+    check_protocol(protocol)
+    if protocol == "krea_realtime":
+        return min(max_frames, context_frames + frames_per_block)
+    return max_frames if local_attn_frames is None else min(max_frames, local_attn_frames)
 
 
 def kv_cache_bytes(model_or_config, *, tokens_per_frame, max_frames, batch_size=1, dtype=torch.bfloat16,
@@ -51,6 +67,37 @@ def kv_cache_bytes(model_or_config, *, tokens_per_frame, max_frames, batch_size=
     frames = max_frames if local_attn_frames is None else min(max_frames, local_attn_frames)
     itemsize = torch.empty((), dtype=dtype).element_size()
     return 2 * num_layers * batch_size * frames * tokens_per_frame * dim * itemsize
+
+
+PROTOCOLS = ("self_forcing", "krea_realtime")
+
+
+def check_protocol(protocol, name="protocol"):
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{name}: expected one of {list(PROTOCOLS)}, got {protocol!r}")
+    return protocol
+
+
+def pixel_buffer_frames(context_frames):
+    """Krea's decoded pixel buffer: 1 + 4 (K - 1) frames (the frames of K latent frames, the first on its own)."""
+    return 1 + 4 * (context_frames - 1)
+
+
+def recompute_context(latents, context_frames, frames_per_block, encode_oldest_pixel):
+    """Krea's `get_clean_context_frames`: the latents the cache is rebuilt from before the next block.
+
+    latents: every committed latent frame so far [B, C, T, H, W] (T = k F before block k >= 1). The context is the
+    first latent frame (while (k - 1) F < K), else the encoding of the oldest frame of the decoded pixel buffer
+    (`encode_oldest_pixel()` -> [B, C, 1, H, W], called only then), followed by the last K - 1 frames after
+    frame 0. Returns [B, C, K', H, W] with K' = min(T, K).
+    """
+    frames = latents.shape[2]
+    rest = latents[:, :, 1:][:, :, max(frames - 1 - (context_frames - 1), 0):]
+    if frames - frames_per_block < context_frames:
+        first = latents[:, :, :1]
+    else:
+        first = encode_oldest_pixel().to(device=latents.device, dtype=latents.dtype)
+    return torch.cat([first, rest], dim=2)
 
 
 class KVCache:
@@ -104,12 +151,22 @@ class CausalWanRunner:
     patch_size, blocks[i].self_attn.num_heads / head_dim). latent_height / latent_width: latent size (pixels / 8).
     max_frames: latent frames the cache must hold (the whole video, or the window). frames_per_block: latent frames
     per block (3 for Self-Forcing / Krea). local_attn_frames / sink_frames: Self-Forcing's local window (None = all
-    earlier frames). device / dtype: default to the model's; the computation and the cache use `dtype`.
+    earlier frames). protocol: "self_forcing" or "krea_realtime" (module docstring); context_frames: Krea's K
+    (kv_cache_num_frames, >= 2). attention: `attend(q, k, v, mask=None)` as `samplers.models.wan.attend` (the
+    default). device / dtype: default to the model's; the computation and the cache use `dtype`.
     """
 
     def __init__(self, model, *, latent_height, latent_width, max_frames, frames_per_block=3, local_attn_frames=None,
-                 sink_frames=0, batch_size=1, device=None, dtype=None):
+                 sink_frames=0, batch_size=1, device=None, dtype=None, protocol="self_forcing", context_frames=3,
+                 attention=None):
+        check_protocol(protocol)
         validate_window(frames_per_block, local_attn_frames, sink_frames)
+        if protocol == "krea_realtime":
+            if local_attn_frames is not None or sink_frames:
+                raise ValueError("local_attn_frames / sink_frames belong to the self_forcing protocol; krea_realtime "
+                                 "rebuilds its cache from context_frames latents instead")
+            if not isinstance(context_frames, int) or context_frames < 2:
+                raise ValueError(f"context_frames must be an integer >= 2 (got {context_frames!r})")
         patch = tuple(model.patch_size)
         if patch[0] != 1:
             raise ValueError(f"CausalWanRunner needs a temporal patch size of 1 (got patch_size {patch})")
@@ -129,12 +186,15 @@ class CausalWanRunner:
         self.local_attn_frames = local_attn_frames
         self.sink_frames = sink_frames
         self.batch_size = batch_size
+        self.protocol = protocol
+        self.context_frames = context_frames
+        self.attention = attention if attention is not None else attend
         self.device = torch.device(device) if device is not None else model_device(model)
         self.dtype = dtype if dtype is not None else model_compute_dtype(model)
         self.tokens_per_frame = (latent_height // patch[1]) * (latent_width // patch[2])
         num_layers, _, num_heads, head_dim = _model_shape(model)
         self.head_dim = head_dim
-        capacity = max_frames if local_attn_frames is None else min(max_frames, local_attn_frames)
+        capacity = cache_frames(protocol, max_frames, frames_per_block, local_attn_frames, context_frames)
         self.cache = KVCache(num_layers, batch_size, capacity, self.tokens_per_frame, num_heads, head_dim,
                              self.dtype, self.device)
         self.text_keys = None
@@ -157,16 +217,52 @@ class CausalWanRunner:
         self.cache.clear()
         self.committed_frames = 0
 
-    @torch.no_grad()
-    def predict(self, block, sigma):
-        """Flow prediction v [B, C, F, H, W] of the block [B, C, F, H, W] at noise level sigma (float or [B];
-        x0 = block - sigma * v), attending to the committed frames; commits nothing."""
-        return self._forward(block, sigma, commit=False)
+    @property
+    def block_start_frame(self):
+        """RoPE frame position of the next block's first frame."""
+        if self.protocol == "krea_realtime":
+            return len(self.cache.frames)
+        return self.committed_frames
 
     @torch.no_grad()
-    def commit(self, clean_block):
-        """Append the clean block's K/V (computed at t = 0) to the cache; advances committed_frames by F."""
-        self._forward(clean_block, 0.0, commit=True)
+    def predict(self, block, sigma, timestep=None):
+        """Flow prediction v [B, C, F, H, W] of the block [B, C, F, H, W] at noise level sigma (float or [B];
+        x0 = block - sigma * v), attending to the cache; changes no committed state. timestep: the model's timestep
+        input (x1000 units; default 1000 x sigma)."""
+        self._check_block(block)
+        if timestep is None:
+            timestep = torch.as_tensor(sigma, dtype=torch.float32, device=self.device) * 1000.0
+        return self._forward(block, timestep, self.block_start_frame)
+
+    @torch.no_grad()
+    def commit(self, clean_block, context=None):
+        """Commit the clean block [B, C, F, H, W]; advances committed_frames by F.
+
+        self_forcing: append the block's K/V (computed at t = 0). krea_realtime: `context` [B, C, K', H, W] (from
+        `recompute_context`, which already ends with this block's frames) replaces the cache, computed at t = 0 at
+        positions 0 .. K'-1 with the block-causal mask."""
+        self._check_block(clean_block)
+        if self.protocol == "krea_realtime":
+            if context is None or context.ndim != 5 or not 1 <= context.shape[2] <= self.context_frames:
+                shape = None if context is None else tuple(context.shape)
+                raise ValueError(f"krea_realtime commit needs context latents [B, C, K', H, W] with K' <= "
+                                 f"{self.context_frames} (got {shape})")
+            self.cache.clear()
+            frames = context.shape[2]
+            mask = block_causal_mask(frames, self.tokens_per_frame, self.frames_per_block, device=self.device)
+            self._forward(context, 0.0, 0, mask=None if bool(mask.all()) else mask, head=False)
+            self.cache.frames.extend(range(frames))
+            self.committed_frames += self.frames_per_block
+            return
+        self._forward(clean_block, 0.0, self.committed_frames, head=False)
+        first = self.committed_frames
+        self.cache.frames.extend(range(first, first + self.frames_per_block))
+        self.committed_frames += self.frames_per_block
+        if self.local_attn_frames is not None:
+            # Drop what no later block can see: the next block ends at committed + F.
+            next_end = self.committed_frames + self.frames_per_block
+            recent_from = next_end - (self.local_attn_frames - self.sink_frames)
+            self.cache.evict(lambda frame: frame < self.sink_frames or frame >= recent_from)
 
     def _check_block(self, block):
         expected = (self.batch_size, self.frames_per_block, self.latent_height, self.latent_width)
@@ -179,40 +275,34 @@ class CausalWanRunner:
             raise ValueError(f"CausalWanRunner: {self.committed_frames} frames committed, one more block of "
                              f"{self.frames_per_block} exceeds max_frames = {self.max_frames}")
 
-    def _forward(self, block, sigma, commit):
-        self._check_block(block)
+    def _forward(self, x, timestep, frame_offset, mask=None, head=True):
+        """Run the model on x [B, C, T, H, W] at RoPE frames frame_offset.., writing its K/V after the cache's end
+        (the attention reads `cache ++ x` as one contiguous slice). head=False stops after the last self-attention:
+        only the K/V are wanted."""
         model, cache = self.model, self.cache
-        block = block.to(self.device)
-        tokens, grid = embed_video(model, block, self.dtype)
+        x = x.to(self.device)
+        tokens, grid = embed_video(model, x, self.dtype)
         per_frame = self.tokens_per_frame
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=self.device)
-        timestep = expand_timestep(sigma * 1000.0, self.batch_size, grid[0], self.device)
+        timestep = expand_timestep(timestep, self.batch_size, grid[0], self.device)
         e, e0 = time_modulation(model, timestep, self.dtype)
-        cos, sin = rope_cos_sin(self.head_dim, grid, frame_offset=self.committed_frames, device=self.device)
+        cos, sin = rope_cos_sin(self.head_dim, grid, frame_offset=frame_offset, device=self.device)
         start, stop = cache.end, cache.end + tokens.shape[1]
+        if stop > cache.capacity_frames * per_frame:
+            raise RuntimeError(f"CausalWanRunner: {stop // per_frame} frames exceed the cache's "
+                               f"{cache.capacity_frames}")
         for index, layer in enumerate(model.blocks):
             modulation = block_modulation(layer, e0)
             q, k, v = self_attention_qkv(layer.self_attn,
                                          modulate(layer.norm1(tokens), modulation[0], modulation[1], per_frame),
                                          cos, sin)
-            # The block's K/V go to the scratch slots after the committed end: the attention reads one contiguous
-            # slice, and `commit` turns the same slots into committed ones.
             cache.keys[index][:, start:stop] = k
             cache.values[index][:, start:stop] = v
-            out = attend(q, cache.keys[index][:, :stop], cache.values[index][:, :stop])
+            out = self.attention(q, cache.keys[index][:, :stop], cache.values[index][:, :stop], mask)
             tokens = tokens + layer.self_attn.o(out) * per_token(modulation[2], per_frame)
-            if commit and index == len(model.blocks) - 1:
-                break  # the last layer's output only feeds the head, which a commit does not need
+            if not head and index == len(model.blocks) - 1:
+                break  # the last layer's output only feeds the head
             tokens = cross_attention_and_ffn(layer, tokens, self.text_keys[index], self.text_values[index], modulation,
                                              per_frame)
-        if commit:
-            first = self.committed_frames
-            cache.frames.extend(range(first, first + self.frames_per_block))
-            self.committed_frames += self.frames_per_block
-            if self.local_attn_frames is not None:
-                # Drop what no later block can see: the next block ends at committed + F.
-                next_end = self.committed_frames + self.frames_per_block
-                recent_from = next_end - (self.local_attn_frames - self.sink_frames)
-                cache.evict(lambda frame: frame < self.sink_frames or frame >= recent_from)
+        if not head:
             return None
         return unpatchify(model, head_output(model, tokens, e, per_frame), grid)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from samplers.models.causal_runner import CausalWanRunner, kv_cache_bytes
+from samplers.models.causal_runner import (CausalWanRunner, cache_frames, kv_cache_bytes, pixel_buffer_frames,
+                                         recompute_context)
 from samplers.models.wan import WanConfig
 from support.wan import tiny_inputs, tiny_wan, single_thread  # noqa: F401  (autouse fixture)
 
@@ -175,3 +176,54 @@ def test_block_of_wrong_shape_raises():
 def test_bad_window_raises():
     with pytest.raises(ValueError, match="local_attn_frames"):
         make_runner(tiny_wan(), 9, local_attn_frames=2)
+
+
+def test_krea_recompute_context_is_first_latent_then_reencoded_oldest_pixel():
+    latents = torch.arange(12.0).view(1, 1, 12, 1, 1).expand(1, 2, 12, 1, 1)
+
+    def frames(context):
+        return context[0, 0, :, 0, 0].tolist()
+
+    def encoded():
+        return torch.full((1, 2, 1, 1, 1), -1.0)
+
+    # Krea's get_clean_context_frames with K = 3, 3 frames per block: block 1 reads latents 0-2, block k >= 2
+    # [encode(oldest pixel), 3k - 2, 3k - 1].
+    assert frames(recompute_context(latents[:, :, :3], 3, 3, encoded)) == [0, 1, 2]
+    assert frames(recompute_context(latents[:, :, :6], 3, 3, encoded)) == [-1, 4, 5]
+    assert frames(recompute_context(latents[:, :, :9], 3, 3, encoded)) == [-1, 7, 8]
+    # K = 6: the first latent frame stays while (k - 1) F < K.
+    assert frames(recompute_context(latents[:, :, :6], 6, 3, encoded)) == [0, 1, 2, 3, 4, 5]
+    assert frames(recompute_context(latents[:, :, :9], 6, 3, encoded)) == [-1, 4, 5, 6, 7, 8]
+    assert frames(recompute_context(latents[:, :, :12], 6, 3, encoded)) == [-1, 7, 8, 9, 10, 11]
+    assert pixel_buffer_frames(3) == 9
+
+
+def test_krea_runner_cache_holds_context_plus_one_block_at_positions_from_k():
+    model = tiny_wan()
+    x, context = tiny_inputs(model, frames=3)
+    runner = CausalWanRunner(model, latent_height=4, latent_width=4, max_frames=15, frames_per_block=3,
+                             protocol="krea_realtime", context_frames=3)
+    runner.reset(context)
+    assert runner.cache.capacity_frames == 6 == cache_frames("krea_realtime", 15, 3, context_frames=3)
+    assert runner.block_start_frame == 0
+    for block in range(1, 5):
+        runner.commit(x, context=x)
+        assert runner.cache.frames == [0, 1, 2] and runner.block_start_frame == 3
+        assert runner.committed_frames == 3 * block
+        runner.predict(x, 0.5)
+        assert runner.cache.end == 3 * runner.tokens_per_frame  # predict wrote scratch only
+
+
+def test_krea_runner_block_equals_masked_full_forward_over_context_and_block():
+    model = tiny_wan()
+    x, context = tiny_inputs(model, frames=6)
+    runner = CausalWanRunner(model, latent_height=4, latent_width=4, max_frames=15, frames_per_block=3,
+                             protocol="krea_realtime", context_frames=3)
+    runner.reset(context)
+    runner.commit(x[:, :, :3], context=x[:, :, :3])
+    ours = runner.predict(x[:, :, 3:], 0.7, 640.0)
+    # Full forward over [context at t = 0, block at t = 640], positions 0-5, block-causal mask in blocks of 3.
+    timestep = torch.tensor([[0.0] * 3 + [640.0] * 3])
+    full = model(x, timestep, context, frames_per_block=3)[:, :, 3:]
+    assert torch.allclose(ours, full, atol=1e-5)

@@ -300,3 +300,43 @@ def test_estimated_target_only_seconds_equal_a_target_only_run_under_a_model_clo
     mixed = clocked_run(monkeypatch, 0.0, [[1.0] * 3, [-1.0] * 3, [1.0] * 3])
     assert mixed["estimated_target_only_seconds"] == target_only["seconds"]
     assert mixed["estimated_speedup"] == target_only["seconds"] / mixed["seconds"]
+
+
+def test_schedules_are_the_references_float32_table_values():
+    from samplers.methods.schedules import KREA_REALTIME_SCHEDULE, SCHEDULES, scheduler_sigma
+
+    assert SELF_FORCING_SIGMAS == (1.0, 0.9375, 0.8333333134651184, 0.625)
+    assert KREA_REALTIME_SCHEDULE.timesteps == (1000.0, 937.5, 833.3333129882812, 625.0, 0.0)
+    assert KREA_REALTIME_SCHEDULE.sigmas == SELF_FORCING_SIGMAS + (0.004980080295354128,)
+    assert scheduler_sigma(0.0) == 0.004980080295354128 and scheduler_sigma(1000.0) == 1.0
+    assert SCHEDULES["self_forcing"].timesteps is None  # timestep = 1000 sigma
+
+
+def test_replaced_noise_source_feeds_every_draw():
+    draws = []
+
+    def noise(block_index, model):
+        def draw(step, shape):
+            draws.append((block_index, model, step))
+            return torch.zeros(shape)
+        return draw
+
+    runner = ConstantVelocity(torch.zeros(BLOCK_SHAPE))
+    runner.commit = lambda block: None
+    speculative_generate(None, runner, None, None, "", num_blocks=2, block_shape=BLOCK_SHAPE, tau=math.inf,
+                         noise=noise)
+    steps = len(SELF_FORCING_SIGMAS)
+    assert draws == [(k, "target", j) for k in range(2) for j in range(steps)]
+
+
+def test_estimated_target_only_time_counts_the_krea_targets_recompute_and_reencodes():
+    from samplers.methods.sdvg import sdvg_stats
+
+    records = [dict(index=k, source="target", drafted=False, score=None, accepted=False) for k in range(3)]
+    clocks = [dict(target=1.0, decode=0.5, target_commit=2.0), dict(target=1.0, decode=0.5, target_commit=2.0,
+                                                                     reencode=0.25), dict(target=1.0, decode=0.5)]
+    common = dict(tau=math.inf, aggregation="min", target_steps=5)
+    plain = sdvg_stats(records, clocks, 10.0, **common)["estimated_target_only_seconds"]
+    krea = sdvg_stats(records, clocks, 10.0, target_reencodes=True, **common)["estimated_target_only_seconds"]
+    assert plain == 3 * (1.0 + 0.5) + 2 * 2.0  # the commit (Krea: the recompute) of every block but the last
+    assert krea == plain + 0.25

@@ -197,3 +197,18 @@ def test_drop_unreferenced_keeps_output_nodes_and_what_they_use():
     prompt = {"1": {"class_type": "A", "inputs": {}}, "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
               "3": {"class_type": "C", "inputs": {}}}
     assert set(drop_unreferenced(prompt, keep_types={"B"})) == {"1", "2"}
+
+
+def test_sdvg_example_types_the_prompt_once_for_the_text_encoder_and_the_router():
+    workflow = load_workflow("sdvg_selfforcing_krea.json")
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+
+    def source(node_type, input_name):
+        node = next(node for node in nodes.values() if node["type"] == node_type)
+        entry = next(entry for entry in node["inputs"] if entry["name"] == input_name)
+        return links[entry["link"]][1:3] if entry.get("link") is not None else None
+
+    text_source = source("CLIPTextEncode", "text")
+    assert text_source is not None and text_source == source("SDVGSpeculativeVideo", "router_prompt")
+    assert nodes[text_source[0]]["widgets_values"][0].strip()

@@ -26,8 +26,8 @@ CORE_NODE_TYPES = {
     # loaders
     "CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "DualCLIPLoader", "VAELoader", "LoraLoader",
     "LoraLoaderModelOnly", "CLIPVisionLoader",
-    # conditioning and latents
-    "CLIPTextEncode", "ConditioningZeroOut", "EmptyLatentImage", "EmptyHunyuanLatentVideo", "EmptySD3LatentImage",
+    # conditioning, text and latents
+    "PrimitiveStringMultiline", "CLIPTextEncode", "ConditioningZeroOut", "EmptyLatentImage", "EmptyHunyuanLatentVideo", "EmptySD3LatentImage",
     "WanImageToVideo",
     # sampling
     "KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "BasicScheduler", "KSamplerSelect",

@@ -36,6 +36,7 @@ def pack(comfy_pack):
         node_class=comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"],
         sdvg=importlib.import_module(f"{comfy_pack.__name__}.nodes.glue.sdvg_run"),
         stream_decode=importlib.import_module(f"{comfy_pack.__name__}.nodes.glue.wan_vae_stream"),
+        sdvg_method=importlib.import_module(f"{comfy_pack.__name__}.samplers.methods.sdvg"),
     )
 
 
@@ -342,7 +343,12 @@ def test_a_base_exception_interrupt_mid_run_propagates_and_the_next_run_equals_a
     (dict(router=object()), "router: expected a REWARD_ROUTER"),
     (dict(vae=object()), "vae: expected the Wan 2.1 VAE"),
     (dict(sink_frames=1), "sink_frames: sink frames belong to a local window"),
-    (dict(local_attn_frames=2, sink_frames=1), "local_attn_frames must be an integer >= sink_frames"),
+    (dict(local_attn_frames=2, sink_frames=1, target_protocol="self_forcing"),
+     "local_attn_frames must be an integer >= sink_frames"),
+    (dict(router_prompt="  "), "router_prompt: speculative mode scores each draft against the prompt"),
+    (dict(target_protocol="krea"), "target_protocol: expected one of"),
+    (dict(drafter_schedule="fast"), "drafter_schedule: expected one of"),
+    (dict(context_frames=1), "context_frames: expected an integer >= 2"),
 ])
 def test_bad_inputs_fail_with_the_input_named(pack, wan_models, wan21_vae, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -462,3 +468,129 @@ def test_drafter_and_target_with_different_patch_or_text_width_are_rejected(pack
 
     with pytest.raises(ValueError, match=message):
         pack.sdvg.check_same_latent_space(stand_in(), stand_in(**{field: value}))
+
+
+# --- protocols and the memory plan -------------------------------------------------------------------------------
+
+@pytest.fixture
+def watched_runners(pack, monkeypatch):
+    """Every CausalWanRunner the node builds, recording the most frames its cache held (context + block)."""
+    built = []
+
+    class WatchedRunner(pack.sdvg.CausalWanRunner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.most_frames_held = 0
+            built.append(self)
+
+        def _forward(self, x, *args, **kwargs):
+            self.most_frames_held = max(self.most_frames_held, len(self.cache.frames) + x.shape[2])
+            return super()._forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(pack.sdvg, "CausalWanRunner", WatchedRunner)
+    return built
+
+
+@pytest.mark.slow
+def test_krea_target_rebuilds_its_cache_from_a_reencoded_frame_and_never_holds_more_than_k_plus_a_block(
+        pack, wan_models, wan21_vae, watched_runners, monkeypatch):
+    encoded = []
+    encoder_class = pack.stream_decode.WanFrameEncoder
+    encode = encoder_class.encode
+    monkeypatch.setattr(encoder_class, "encode", lambda self, frame: encoded.append(frame.shape) or encode(self, frame))
+    # Blocks of 1 latent frame, K = 2: block k >= 2 re-encodes ((k - 1) x 1 >= 2 from block 3 on).
+    latent, images, stats_text = run_node(pack, wan_models, wan21_vae, mode="target only", num_blocks=5,
+                                          frames_per_block=1, context_frames=2, force_target_first_block=False)
+    stats = json.loads(stats_text)
+    (runner,) = watched_runners
+    assert runner.protocol == "krea_realtime" and stats["protocols"] == {"target": "krea_realtime"}
+    assert runner.cache.capacity_frames == 2 + 1
+    assert runner.most_frames_held == 3  # K + frames_per_block, reached from block 2 on
+    assert encoded == [(HEIGHT, WIDTH, 3)] * 2  # before blocks 3 and 4: one decoded frame, encoded by the real VAE
+    assert stats["schedules"] == {"target": "krea_realtime"}
+    assert stats["memory_plan"]["models"]["target"]["cache_frames"] == 3
+    assert 0 < stats["memory_plan"]["total_bytes"] <= stats["memory_plan"]["available_bytes"]
+    assert latent["samples"].shape[2] == 5 and images.shape[0] == 1 + 4 * 4
+
+
+def test_an_oversized_request_is_refused_with_the_plan_before_any_allocation_and_the_next_run_works(
+        pack, wan_models, wan21_vae, watched_runners):
+    import resource
+
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with pytest.raises(pack.sdvg.MemoryPlanError, match=r"SDVG needs [\d,]+ bytes .* only [\d,]+ bytes .*width 4096, "
+                                                        r"height 4096, num_blocks 1024, frames_per_block 3.*"
+                                                        r"target_protocol self_forcing"):
+        run_node(pack, wan_models, wan21_vae, width=4096, height=4096, num_blocks=1024, frames_per_block=3,
+                 target_protocol="self_forcing")
+    assert watched_runners == []  # refused before any runner (and its cache) existed
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak_before < 256 * 2 ** 20
+    _, _, stats_text = run_node(pack, wan_models, wan21_vae, mode="target only", num_blocks=1, frames_per_block=1,
+                                force_target_first_block=False)
+    assert json.loads(stats_text)["num_blocks"] == 1
+
+
+def test_self_forcing_without_a_window_past_21_latent_frames_is_warned(pack):
+    warnings = pack.sdvg.length_warnings({"drafter": "self_forcing", "target": "krea_realtime"}, None, 8, 3)
+    assert len(warnings) == 1 and warnings[0].startswith("drafter: self_forcing without a window over 24 latent")
+    assert pack.sdvg.length_warnings({"drafter": "self_forcing"}, None, 7, 3) == []
+    assert pack.sdvg.length_warnings({"drafter": "self_forcing"}, 12, 9, 3) == []
+
+
+def test_auto_schedule_keeps_typed_sigmas_and_otherwise_follows_the_protocol(pack):
+    schedule, label = pack.sdvg.block_schedule("auto", pack.sdvg.DEFAULT_SIGMAS, "krea_realtime", "target_sigmas")
+    assert label == "krea_realtime" and schedule.timesteps[-1] == 0.0
+    schedule, label = pack.sdvg.block_schedule("auto", "1.0, 0.5", "krea_realtime", "target_sigmas")
+    assert schedule.sigmas == (1.0, 0.5) and schedule.timesteps is None
+    schedule, _ = pack.sdvg.block_schedule("self_forcing", "1.0, 0.5", "krea_realtime", "target_sigmas")
+    assert schedule.sigmas == (1.0, 0.9375, 0.8333333134651184, 0.625)
+
+
+# --- ComfyUI's attention -----------------------------------------------------------------------------------------
+
+def counting_override(calls):
+    """An attention override as ComfyUI's `optimized_attention_override` hook takes it: records masked or not."""
+    def override(func, *args, **kwargs):
+        calls.append(kwargs.get("mask") is not None)
+        return func(*args, **kwargs)
+    return override
+
+
+def test_runner_attention_goes_through_comfyui_dispatch_and_its_override_and_equals_sdpa(pack, wan_models):
+    module = wan_models["target"].model.diffusion_model
+    calls = []
+    attention = pack.sdvg.comfy_attention({"optimized_attention_override": counting_override(calls)})
+    x = torch.randn(1, 16, 8, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(5))
+    context = torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(6))
+    outputs = {}
+    for name, options in (("sdpa", {}), ("comfy", dict(attention=attention))):
+        # Krea with blocks of 2 and K = 3: block 2's recompute over [0, 2, 3] is block-causal (a masked call).
+        runner = pack.sdvg.CausalWanRunner(module, latent_height=HEIGHT // 8, latent_width=WIDTH // 8, max_frames=8,
+                                           frames_per_block=2, protocol="krea_realtime", dtype=torch.float32,
+                                           **options)
+        runner.reset(context)
+        predictions = []
+        with torch.inference_mode():
+            for block in range(4):
+                predictions.append(runner.predict(x[:, :, 2 * block:2 * block + 2], 0.75))
+                committed = x[:, :, :2 * block + 2]
+                runner.commit(committed[:, :, -2:], context=pack.sdvg_method.recompute_context(
+                    committed, 3, 2, lambda: committed[:, :, :1] * 0.5))
+        outputs[name] = torch.stack(predictions)
+    layers = len(module.blocks)
+    # Recomputes after blocks 1, 2, 3 run over [0, 2, 3], [re-encoded, 4, 5], [re-encoded, 6, 7]: block-causal in
+    # blocks of 2 frames, so masked; after block 0 over [0, 1]: one block, no mask.
+    assert calls.count(True) == 3 * layers
+    assert calls.count(False) == 4 * layers + 1 * layers  # 4 predictions and the first recompute
+    torch.testing.assert_close(outputs["comfy"], outputs["sdpa"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_node_hands_the_models_transformer_options_to_the_attention(pack, wan_models, wan21_vae):
+    calls = []
+    target = wan_models["target"].clone()
+    target.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
+        counting_override(calls)
+    run_node(pack, wan_models, wan21_vae, target=target, mode="target only", num_blocks=1, frames_per_block=1,
+             force_target_first_block=False)
+    assert len(calls) == 5 * 2  # 5 Krea steps x 2 layers, all through the override

@@ -1,0 +1,148 @@
+"""What an SDVG run needs on its device, computed before anything is allocated (docs/sdvg.md, "Memory").
+
+The plan counts what stays allocated for the whole run, per model: its self-attention KV cache under its protocol
+(`causal_runner.cache_frames`: the whole video or the window for self_forcing, K + frames_per_block for
+krea_realtime) and its text cross-attention K/V; plus the activations of the largest single forward (one block, or
+Krea's recompute over K context frames), which the two models never hold at the same time. The model weights are
+not in the plan: ComfyUI loads, offloads or streams them itself.
+
+Activations assume a memory-efficient attention kernel (no [queries x keys] score matrix is materialised for the
+self-attention): the residual stream, its normalised copy, Q, K, V, the attention output (6 x dim per token), the
+FFN's hidden layer and its activation (2 x ffn_dim per token) and the cross-attention scores (heads x text tokens
+per token), all in the compute dtype.
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+from .causal_runner import cache_frames, check_protocol
+from .wan import WanConfig
+
+# The two Wan 2.1 T2V sizes (Wan's configs): Self-Forcing / CausVid are 1.3B, Krea Realtime Video is 14B.
+WAN_1_3B = WanConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
+WAN_14B = WanConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+TEXT_TOKENS = 512  # umT5 context rows, zero-padded (Wan's text_len)
+PIXELS_PER_TOKEN = 16  # VAE /8, then the DiT's 2x2 patches
+GIB = 1024 ** 3
+
+
+def model_shape(model):
+    """(num_layers, dim, ffn_dim, num_heads) of a WanConfig, a WanDiT or ComfyUI's WanModel."""
+    if isinstance(model, WanConfig):
+        return model.num_layers, model.dim, model.ffn_dim, model.num_heads
+    if hasattr(model, "config") and isinstance(model.config, WanConfig):
+        return model_shape(model.config)
+    first = model.blocks[0]
+    return len(model.blocks), model.dim, first.ffn[0].out_features, first.self_attn.num_heads
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    protocol: str
+    cache_frames: int
+    kv_cache_bytes: int
+    text_kv_bytes: int
+    activation_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per model (`models`: name -> ModelPlan) and in total (caches and text K/V of every model + the largest
+    activations). `inputs` records what drove the numbers."""
+    models: dict
+    inputs: dict = field(default_factory=dict)
+
+    @property
+    def activation_bytes(self):
+        return max((plan.activation_bytes for plan in self.models.values()), default=0)
+
+    @property
+    def total_bytes(self):
+        return sum(plan.kv_cache_bytes + plan.text_kv_bytes for plan in self.models.values()) + self.activation_bytes
+
+    def as_dict(self):
+        """JSON-ready: every number in bytes."""
+        return dict(total_bytes=self.total_bytes, activation_bytes=self.activation_bytes, inputs=dict(self.inputs),
+                    models={name: vars(plan).copy() for name, plan in self.models.items()})
+
+    def describe(self):
+        """One line: total and its parts in GiB."""
+        parts = ", ".join(f"{name} {plan.protocol} cache {plan.cache_frames} frames {plan.kv_cache_bytes / GIB:.2f} "
+                          f"GiB + text K/V {plan.text_kv_bytes / GIB:.2f} GiB" for name, plan in self.models.items())
+        return f"{self.total_bytes / GIB:.2f} GiB ({parts}, activations {self.activation_bytes / GIB:.2f} GiB)"
+
+
+def memory_plan(models, *, width, height, num_blocks, frames_per_block=3, local_attn_frames=None, sink_frames=0,
+                context_frames=3, text_tokens=TEXT_TOKENS, batch_size=1):
+    """The bytes an SDVG run needs on its device.
+
+    models: {name: (model or WanConfig, protocol, dtype)} for the models the run uses. width / height: pixels (the
+    latent is /8, tokens /16). num_blocks x frames_per_block latent frames; local_attn_frames (None = no window) /
+    sink_frames: the self_forcing window; context_frames: Krea's K.
+    """
+    tokens_per_frame = (height // PIXELS_PER_TOKEN) * (width // PIXELS_PER_TOKEN)
+    max_frames = num_blocks * frames_per_block
+    plans = {}
+    for name, (model, protocol, dtype) in models.items():
+        check_protocol(protocol, f"{name} protocol")
+        layers, dim, ffn_dim, heads = model_shape(model)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        window = local_attn_frames if protocol == "self_forcing" else None
+        frames = cache_frames(protocol, max_frames, frames_per_block, window, context_frames)
+        forward_frames = max(frames_per_block, context_frames if protocol == "krea_realtime" else 0)
+        forward_tokens = batch_size * forward_frames * tokens_per_frame
+        plans[name] = ModelPlan(
+            protocol=protocol, cache_frames=frames,
+            kv_cache_bytes=2 * layers * batch_size * frames * tokens_per_frame * dim * itemsize,
+            text_kv_bytes=2 * layers * batch_size * text_tokens * dim * itemsize,
+            activation_bytes=forward_tokens * (6 * dim + 2 * ffn_dim + heads * text_tokens) * itemsize)
+    inputs = dict(width=width, height=height, num_blocks=num_blocks, frames_per_block=frames_per_block,
+                  local_attn_frames=local_attn_frames or 0, sink_frames=sink_frames, context_frames=context_frames,
+                  protocols={name: protocol for name, (_, protocol, _) in models.items()})
+    return MemoryPlan(plans, inputs)
+
+
+def memory_table(width=832, height=480, blocks=(7, 9), dtype=torch.bfloat16):
+    """The docs' table (markdown): per model size, protocol and block count, what `memory_plan` gives for that model
+    alone, then for the paper's pair (1.3B self_forcing drafter + 14B krea_realtime target); GiB, bf16."""
+    rows = ["| model | protocol | blocks (latent frames) | KV cache | text K/V | activations | total |",
+            "|---|---|---|---|---|---|---|"]
+    for label, config in (("Wan 1.3B (dim 1536, 30 layers)", WAN_1_3B), ("Wan 14B (dim 5120, 40 layers)", WAN_14B)):
+        for protocol in ("self_forcing", "krea_realtime"):
+            for num_blocks in blocks:
+                plan = memory_plan({"model": (config, protocol, dtype)}, width=width, height=height,
+                                   num_blocks=num_blocks)
+                model = plan.models["model"]
+                rows.append(f"| {label} | {protocol} | {num_blocks} ({3 * num_blocks}) | "
+                            f"{model.kv_cache_bytes / GIB:.2f} GiB ({model.cache_frames} frames) | "
+                            f"{model.text_kv_bytes / GIB:.2f} GiB | {plan.activation_bytes / GIB:.2f} GiB | "
+                            f"{plan.total_bytes / GIB:.2f} GiB |")
+    for num_blocks in blocks:
+        plan = memory_plan({"drafter": (WAN_1_3B, "self_forcing", dtype), "target": (WAN_14B, "krea_realtime", dtype)},
+                           width=width, height=height, num_blocks=num_blocks)
+        kv = sum(model.kv_cache_bytes for model in plan.models.values())
+        text = sum(model.text_kv_bytes for model in plan.models.values())
+        rows.append(f"| pair: 1.3B drafter + 14B target | self_forcing + krea_realtime | {num_blocks} "
+                    f"({3 * num_blocks}) | {kv / GIB:.2f} GiB | {text / GIB:.2f} GiB | "
+                    f"{plan.activation_bytes / GIB:.2f} GiB | {plan.total_bytes / GIB:.2f} GiB |")
+    return "\n".join(rows)
+
+
+class MemoryPlanError(ValueError):
+    """A run whose memory plan does not fit the device: raised before anything is allocated."""
+
+
+def check_fits(plan, available_bytes, device="the device"):
+    """Raise MemoryPlanError (bytes needed and available, and the inputs that drive them) unless the plan fits in
+    available_bytes."""
+    if plan.total_bytes <= available_bytes:
+        return plan
+    inputs = plan.inputs
+    drivers = ", ".join(f"{key} {value}" for key, value in inputs.items() if key != "protocols")
+    protocols = ", ".join(f"{name}_protocol {protocol}" for name, protocol in inputs.get("protocols", {}).items())
+    raise MemoryPlanError(
+        f"SDVG needs {plan.total_bytes:,} bytes ({plan.total_bytes / GIB:.2f} GiB) on {device} but only "
+        f"{int(available_bytes):,} bytes ({available_bytes / GIB:.2f} GiB) can be made free there. Plan: "
+        f"{plan.describe()}. Driven by: {drivers}, {protocols}. Lower width / height or num_blocks, give a "
+        "self_forcing model a window (local_attn_frames), or run the target under krea_realtime (its cache holds "
+        "context_frames + frames_per_block frames whatever the length).")

@@ -1,0 +1,61 @@
+"""The memory plan: what a run keeps allocated, computed before allocation, and the docs' table it produces."""
+import os
+
+import torch
+
+from samplers.models.causal_runner import CausalWanRunner, kv_cache_bytes
+from samplers.models.memory_plan import GIB, WAN_14B, memory_plan, memory_table
+from support import REPO
+from support.wan import tiny_wan, single_thread  # noqa: F401  (autouse fixture)
+
+
+def test_plan_counts_the_cache_each_protocol_allocates():
+    model = tiny_wan()
+    for protocol, window in (("self_forcing", {}), ("self_forcing", dict(local_attn_frames=6, sink_frames=3)),
+                             ("krea_realtime", {})):
+        runner = CausalWanRunner(model, latent_height=4, latent_width=8, max_frames=15, frames_per_block=3,
+                                 protocol=protocol, **window)
+        plan = memory_plan({"target": (model, protocol, torch.float32)}, width=64, height=32, num_blocks=5,
+                           local_attn_frames=window.get("local_attn_frames"))
+        assert plan.models["target"].kv_cache_bytes == runner.cache.nbytes
+        assert plan.models["target"].cache_frames == runner.cache.capacity_frames
+
+
+def test_krea_cache_does_not_grow_with_the_video_and_self_forcing_does():
+    def cache(protocol, num_blocks):
+        plan = memory_plan({"target": (WAN_14B, protocol, torch.bfloat16)}, width=832, height=480,
+                           num_blocks=num_blocks)
+        return plan.models["target"].kv_cache_bytes
+
+    assert cache("krea_realtime", 7) == cache("krea_realtime", 9) == kv_cache_bytes(
+        WAN_14B, tokens_per_frame=1560, max_frames=6)
+    assert cache("self_forcing", 9) == kv_cache_bytes(WAN_14B, tokens_per_frame=1560, max_frames=27)
+    assert round(cache("self_forcing", 7) / GIB, 1) == 25.0 and round(cache("krea_realtime", 7) / GIB, 2) == 7.14
+
+
+def test_total_is_both_models_persistent_bytes_plus_the_largest_activations():
+    model = tiny_wan()
+    plan = memory_plan({"drafter": (model, "self_forcing", torch.float32),
+                        "target": (model, "krea_realtime", torch.bfloat16)}, width=64, height=64, num_blocks=4)
+    persistent = sum(m.kv_cache_bytes + m.text_kv_bytes for m in plan.models.values())
+    assert plan.total_bytes == persistent + max(m.activation_bytes for m in plan.models.values())
+    assert plan.as_dict()["inputs"]["protocols"] == {"drafter": "self_forcing", "target": "krea_realtime"}
+
+
+def test_docs_table_is_what_the_function_computes():
+    with open(os.path.join(REPO, "docs", "sdvg.md")) as handle:
+        assert memory_table() in handle.read()
+
+
+def test_a_plan_that_does_not_fit_names_bytes_and_the_inputs_driving_them():
+    import pytest
+
+    from samplers.models.memory_plan import MemoryPlanError, WAN_1_3B, check_fits
+
+    plan = memory_plan({"drafter": (WAN_1_3B, "self_forcing", torch.bfloat16),
+                        "target": (WAN_14B, "self_forcing", torch.bfloat16)}, width=832, height=480, num_blocks=9)
+    assert check_fits(plan, plan.total_bytes) is plan
+    with pytest.raises(MemoryPlanError, match=rf"SDVG needs {plan.total_bytes:,} bytes .* only 1,000 bytes .*"
+                                              r"width 832, height 480, num_blocks 9, frames_per_block 3, "
+                                              r"local_attn_frames 0.*target_protocol self_forcing"):
+        check_fits(plan, 1000, "cuda:0")
