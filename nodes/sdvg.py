@@ -21,9 +21,6 @@ class SDVGSpeculativeVideo:
                 "vae": ("VAE", {"tooltip": "The Wan 2.1 VAE. Drafts are decoded (streaming, continuing the committed "
                                            "video) so that the router can score them; the committed frames are the "
                                            "IMAGE output."}),
-                "router": ("REWARD_ROUTER", {"tooltip": "Scores each decoded frame of a draft against router_prompt "
-                                                        "(e.g. ImageReward); the block's score is the router's "
-                                                        "aggregation of its frames (min by default)."}),
                 "positive": ("CONDITIONING", {"tooltip": "The prompt encoded by the Wan text encoder (umT5-XXL); "
                                                          "both models read it. No negative: causal Wan models run "
                                                          "without classifier-free guidance."}),
@@ -67,6 +64,10 @@ class SDVGSpeculativeVideo:
                                                                     "it). Off: block 0 is judged like the others."}),
             },
             "optional": {
+                "router": ("REWARD_ROUTER", {"tooltip": "Scores each decoded frame of a draft against router_prompt "
+                                                        "(e.g. ImageReward); the block's score is the router's "
+                                                        "aggregation of its frames (min by default). Needed in mode "
+                                                        "speculative only: the baselines never score."}),
                 "local_attn_frames": ("INT", {"default": 0, "min": 0, "max": 4096,
                                               "tooltip": "Attention window in latent frames (sink and current block "
                                                          "included), Self-Forcing's local_attn_size; 0 = attend to "
@@ -113,10 +114,11 @@ class SDVGSpeculativeVideo:
                    "the blocks scoring below tau. Each model runs under its own inference protocol (Self-Forcing's or "
                    "Krea realtime's KV cache); the run's memory is checked before anything is allocated.")
 
-    def generate(self, drafter, target, vae, router, positive, router_prompt, width, height, num_blocks,
+    def generate(self, drafter, target, vae, positive, router_prompt, width, height, num_blocks,
                  frames_per_block, tau, mode, drafter_sigmas, target_sigmas, seed, force_target_first_block,
-                 local_attn_frames=0, sink_frames=0, drafter_protocol="self_forcing", target_protocol="krea_realtime",
-                 drafter_schedule="auto", target_schedule="auto", context_frames=3, unique_id=None):
+                 router=None, local_attn_frames=0, sink_frames=0, drafter_protocol="self_forcing",
+                 target_protocol="krea_realtime", drafter_schedule="auto", target_schedule="auto", context_frames=3,
+                 unique_id=None):
         return run_sdvg(drafter, target, vae, router, positive, router_prompt, width, height, num_blocks,
                         frames_per_block, tau, mode, drafter_sigmas, target_sigmas, seed, force_target_first_block,
                         local_attn_frames, sink_frames, unique_id, drafter_protocol, target_protocol,

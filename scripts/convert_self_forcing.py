@@ -26,6 +26,7 @@ PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if PACK_ROOT not in sys.path:
     sys.path.append(PACK_ROOT)
 
+from samplers.models.files import load_tensors  # noqa: E402
 from samplers.models.wan import WanDiT, WanFormatError, infer_config, strip_wan_prefix  # noqa: E402
 
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -49,9 +50,8 @@ def convert(source, destination, key="generator_ema", dtype=torch.bfloat16, head
     """Convert `source` (.pt) to `destination` (.safetensors); returns the inferred WanConfig."""
     from safetensors.torch import save_file
 
-    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise WanFormatError(f"{source}: expected a dict of state dicts, found {type(checkpoint).__name__}")
+    checkpoint = load_tensors(source, "a Self-Forcing checkpoint (a dict of state dicts: generator, generator_ema...)",
+                              "Download the checkpoint again.", flat=False)
     if key not in checkpoint:
         found = sorted(k for k in checkpoint if isinstance(k, str))
         raise WanFormatError(f"{source} has no {key!r} entry (found {found}); choose one with --key")

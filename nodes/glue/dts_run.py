@@ -6,6 +6,7 @@ wires Cancel and the statistics event, and reuses ComfyUI's own sampling path fo
 ComfyUI modules are imported inside the functions that use them.
 """
 from ...samplers.methods.dts import check_options, format_stats, sample_dts
+from ...samplers.methods.schedules import check_noise_levels
 from .stats_events import report_stats
 
 # Per-step model wrappers see the whole (mixed-sigma) batch and may read only its first sigma (as cache
@@ -99,6 +100,18 @@ def dts_sampler(node_id, **options):
 
 
 
+def check_schedule(sigmas, steps, scheduler, model_sampling):
+    """The scheduler's fine schedule must strictly decrease; otherwise name `steps` and `scheduler` (e.g. `simple`
+    repeats noise levels beyond the model's discrete schedule: 1000 for SD 1.5)."""
+    try:
+        check_noise_levels(sigmas, "sigmas")
+    except ValueError as error:
+        levels = getattr(model_sampling, "sigmas", None)
+        limit = f" (this model's discrete schedule has {len(levels)} noise levels)" if levels is not None else ""
+        raise ValueError(f"steps: scheduler {scheduler!r} cannot make {steps} strictly decreasing noise levels for "
+                         f"this model{limit}: {error}. Lower steps or choose another scheduler.") from None
+
+
 def ksampler_sample(model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise, options,
                     node_id=None):
     """DTS KSampler's work: the scheduler's fine schedule, the seeded noise, ComfyUI's sampling path with DTS."""
@@ -112,8 +125,9 @@ def ksampler_sample(model, seed, steps, cfg, scheduler, positive, negative, late
         return (latent_image,)  # nothing to denoise, as with KSampler
     # The fine schedule exactly as BasicScheduler builds it (denoise < 1 keeps the schedule's tail).
     total_steps = steps if denoise >= 1.0 else int(steps / denoise)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler,
-                                             total_steps).cpu()[-(steps + 1):]
+    model_sampling = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(model_sampling, scheduler, total_steps).cpu()[-(steps + 1):]
+    check_schedule(sigmas, steps, scheduler, model_sampling)
     latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
     noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)

@@ -27,24 +27,56 @@ LATENT_CHANNELS = 16  # Wan 2.1 latent space (comfy.latent_formats.Wan21)
 PIXELS_PER_LATENT = 8  # Wan 2.1 VAE: spatial downscale 8; temporal 4 (1 + 4 * (T - 1) frames for T latent frames)
 
 
-def check_wan21_t2v(model, input_name):
-    """The ComfyUI MODEL `model` must hold a Wan 2.1 text-to-video DiT; returns its WanModel module."""
-    import comfy.ldm.wan.model
-    import comfy.supported_models
+# The submodules CausalWanRunner drives (samplers/models/causal_runner.py); a DiT with other weight-carrying
+# submodules (img_emb, vace_blocks, control_adapter, audio or pose encoders...) expects inputs SDVG does not give.
+RUNNER_SUBMODULES = ("patch_embedding", "text_embedding", "time_embedding", "time_projection", "blocks", "head")
 
+
+def check_wan21_t2v(model, input_name):
+    """The ComfyUI MODEL `model` must hold what the causal runner can drive: a Wan 2.1 text-to-video DiT; returns
+    its diffusion module.
+
+    Decided on what the runner needs, not on class identity, so that core's causal WAN21_CausalAR_T2V /
+    CausalWanModel (ComfyUI >= 0.32) and any later text-to-video variant of the same shape pass, while the other
+    WAN21_T2V subclasses (I2V, FunControl, Camera, Vace, HuMo, S2V, Animate, Wan 2.2 TI2V, FlowRVS) are refused:
+    the config's image_model "wan2.1" and model_type "t2v", flow-matching prediction, 16 latent channels in and
+    out, the runner's submodules and no others that carry weights."""
     base_model = getattr(model, "model", None)
     diffusion_model = getattr(base_model, "diffusion_model", None)
-    if diffusion_model is None or not hasattr(base_model, "model_config"):
+    model_config = getattr(base_model, "model_config", None)
+    if diffusion_model is None or model_config is None:
         raise ValueError(f"{input_name}: expected a ComfyUI MODEL (from UNETLoader / Load Diffusion Model), "
                          f"got {type(model).__name__}")
-    config_name = type(base_model.model_config).__name__
-    if type(base_model.model_config) is not comfy.supported_models.WAN21_T2V:
-        raise ValueError(f"{input_name}: expected a Wan 2.1 T2V DiT (ComfyUI model config WAN21_T2V), got "
-                         f"{config_name}; image-to-video, VACE, camera, audio and Wan 2.2 variants need inputs SDVG "
-                         "does not give them")
-    if type(diffusion_model) is not comfy.ldm.wan.model.WanModel:
-        raise ValueError(f"{input_name}: expected a Wan 2.1 T2V DiT (comfy.ldm.wan.model.WanModel), got "
-                         f"{type(diffusion_model).__name__}")
+    config_name = type(model_config).__name__
+    unet_config = getattr(model_config, "unet_config", None) or {}
+    image_model, model_type = unet_config.get("image_model"), unet_config.get("model_type")
+    if image_model != "wan2.1" or model_type != "t2v":
+        raise ValueError(f"{input_name}: expected a Wan 2.1 text-to-video DiT (image_model 'wan2.1', model_type "
+                         f"'t2v'), got {config_name} with image_model {image_model!r}, model_type {model_type!r}; "
+                         "image-to-video, VACE, camera, audio and animation variants need inputs SDVG does not "
+                         "give them")
+    prediction = getattr(getattr(base_model, "model_type", None), "name", None)
+    if prediction != "FLOW":
+        raise ValueError(f"{input_name}: expected a flow-matching Wan 2.1 T2V DiT (ComfyUI model type FLOW: the "
+                         f"runner reads its output as a velocity), got {config_name} with model type {prediction}")
+    latent_channels = getattr(getattr(model_config, "latent_format", None), "latent_channels", None)
+    dit_channels = (getattr(diffusion_model, "in_dim", None), getattr(diffusion_model, "out_dim", None))
+    if latent_channels != LATENT_CHANNELS or dit_channels != (LATENT_CHANNELS, LATENT_CHANNELS):
+        raise ValueError(f"{input_name}: expected {LATENT_CHANNELS} latent channels (the Wan 2.1 VAE's) in and out, "
+                         f"got {config_name} with a {latent_channels}-channel latent format and a DiT taking "
+                         f"{dit_channels[0]} and giving {dit_channels[1]} channels")
+    module_name = type(diffusion_model).__name__
+    missing = [name for name in RUNNER_SUBMODULES if not isinstance(getattr(diffusion_model, name, None),
+                                                                    torch.nn.Module)]
+    if missing:
+        raise ValueError(f"{input_name}: expected a Wan 2.1 DiT with the submodules {', '.join(RUNNER_SUBMODULES)}, "
+                         f"got {config_name} / {module_name} without {', '.join(missing)}")
+    extra = [name for name, child in diffusion_model.named_children()
+             if name not in RUNNER_SUBMODULES and next(child.parameters(), None) is not None]
+    if extra:
+        raise ValueError(f"{input_name}: expected a plain Wan 2.1 text-to-video DiT, got {config_name} / "
+                         f"{module_name} with weights in {', '.join(extra)}: conditioning (image, VACE, camera, "
+                         "audio...) that SDVG's runner does not feed")
     return diffusion_model
 
 
@@ -63,10 +95,6 @@ def check_same_latent_space(drafter_module, target_module):
         if drafter_space[what] != target_space[what]:
             raise ValueError(f"drafter and target must share {what} (got {drafter_space[what]} and "
                              f"{target_space[what]})")
-    channels = drafter_space["latent channels"]
-    if channels != (LATENT_CHANNELS, LATENT_CHANNELS):
-        raise ValueError(f"drafter: expected {LATENT_CHANNELS} latent channels in and out (the Wan 2.1 VAE's), "
-                         f"got {channels}")
 
 
 def check_video_size(width, height, num_blocks, frames_per_block):
@@ -292,7 +320,13 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
         raise ValueError(f"context_frames: expected an integer >= 2 (Krea's kv_cache_num_frames), got "
                          f"{context_frames!r}")
     tau = effective_tau(mode, tau)
-    check_router(router)
+    needed = parts_needed(tau, force_target_first_block)
+    if needed["router"]:
+        if router is None:
+            raise ValueError(f"router: mode {mode!r} scores every draft with a router; connect Load ImageReward "
+                             "Router (or another REWARD_ROUTER), or choose mode 'target only' / 'draft only', which "
+                             "run without one")
+        check_router(router)
     check_router_prompt(tau, router_prompt)
     context = text_context(positive, wan_latent_space(target_module)["text width"])
     decoder = WanStreamingDecoder(vae, target.model.process_latent_out)  # checks it is the Wan 2.1 VAE
@@ -300,7 +334,6 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
     window = check_window(local_attn_frames, sink_frames, frames_per_block)
 
     # The baselines leave a model out entirely (no weights loaded, no KV cache).
-    needed = parts_needed(tau, force_target_first_block)
     models = {name: pair for name, pair in (("target", (target, target_module)), ("drafter", (drafter, drafter_module)))
               if needed[name]}
     protocols = {name: protocols[name] for name in models}
@@ -323,7 +356,7 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
             runners.get("drafter"), runners.get("target"), placed_decoder, router, router_prompt,
             num_blocks=num_blocks, block_shape=block_shape, tau=tau, drafter_sigmas=drafter_steps,
             target_sigmas=target_steps, seed=seed, force_target_first_block=force_target_first_block,
-            aggregation=router.aggregation, encoder=encoder,
+            aggregation=router.aggregation if router is not None else "min", encoder=encoder,
             interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
             callback=block_progress(num_blocks, unique_id), stats=stats)
 

@@ -96,6 +96,16 @@ def format_stats(stats):
 
 # --- the three phases of a round ---------------------------------------------------------------------------------
 
+def check_finite(state, phase, sigmas, start, end):
+    """Stop, naming the model call, its sigma and its fine step, when a step start -> end left NaN or inf in
+    `state`: a distance to a non-finite state is NaN, which no threshold rejects."""
+    if not bool(torch.isfinite(state).all()):
+        raise FloatingPointError(
+            f"DTS: the model's {phase} step at sigma {float(sigmas[start]):g} (fine step {start} of {len(sigmas) - 1}, "
+            f"to step {end}) gave a non-finite state (NaN or inf). Check the model and its precision (fp16 "
+            "overflow?) and the schedule (every sigma finite).")
+
+
 def draft(evaluate, x, sigmas, grid):
     """Sequential coarse Euler steps from x along the fine positions `grid` [p, q1, ..., qK]: [x, d1, ..., dK]."""
     ones = x.new_ones([x.shape[0]])
@@ -103,6 +113,7 @@ def draft(evaluate, x, sigmas, grid):
     for k in range(len(grid) - 1):
         sigma, sigma_next = sigmas[grid[k]] * ones, sigmas[grid[k + 1]] * ones
         states.append(euler_step(states[k], evaluate(states[k], sigma), sigma, sigma_next))
+        check_finite(states[-1], "draft", sigmas, grid[k], grid[k + 1])
     return states
 
 
@@ -130,6 +141,7 @@ def verify(evaluate, starts, sigmas, grid, target_stride, group_size):
             stepped = euler_step(states, denoised, sigma, sigma_next)
             for slot, (k, n) in enumerate(zip(group, nexts)):
                 targets[k] = stepped[slot * batch:(slot + 1) * batch]
+                check_finite(targets[k], "target", sigmas, positions[k], n)
                 denoised_at[k] = denoised[slot * batch:(slot + 1) * batch]
                 positions[k] = n
 

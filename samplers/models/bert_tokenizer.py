@@ -7,8 +7,9 @@ module reproduces the slow `BertTokenizer` of transformers 4.x exactly (clean te
 accent stripping, punctuation splitting, greedy longest-match WordPiece, special tokens never split) from the
 vocabulary file alone, so the pack never touches the network nor transformers.
 """
-import json
 import unicodedata
+
+from .files import ModelFileError, load_json_object
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Added by ImageReward's BLIP `init_tokenizer()` on top of the BERT vocabulary, in this order.
@@ -18,9 +19,14 @@ BLIP_ADDED_TOKENS = ("[DEC]", "[ENC]")
 def load_vocab(path):
     """`vocab.txt` -> {token: id}; one token per line, the id is the line number (a later duplicate wins)."""
     vocab = {}
-    with open(path, "r", encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
-            vocab[line.rstrip("\n")] = index
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            for index, line in enumerate(handle):
+                vocab[line.rstrip("\n")] = index
+    except UnicodeDecodeError:
+        raise ModelFileError(f"{path}: not a UTF-8 text file; expected a WordPiece vocabulary (one token per "
+                             "line). Download vocab.txt again from the bert-base-uncased repository on Hugging "
+                             "Face.") from None
     if not vocab:
         raise ValueError(f"vocab.txt at {path} is empty; expected one WordPiece token per line")
     return vocab
@@ -97,10 +103,9 @@ class BertTokenizer:
         tokenize_chinese_chars; bert-base-uncased's defaults when absent)."""
         options = {}
         if tokenizer_config_path is not None:
-            with open(tokenizer_config_path, "r", encoding="utf-8") as handle:
-                config = json.load(handle)
-            if not isinstance(config, dict):
-                raise ValueError(f"tokenizer_config.json at {tokenizer_config_path}: expected a JSON object")
+            config = load_json_object(tokenizer_config_path, "a BERT tokenizer configuration (tokenizer_config.json)",
+                                      "Download tokenizer_config.json again from the bert-base-uncased "
+                                      "repository on Hugging Face.")
             for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
                 if key in config:
                     options[key] = config[key]

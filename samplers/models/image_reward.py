@@ -15,13 +15,15 @@ models do (ComfyUI passes `comfy.ops.disable_weight_init` so that its memory man
 mode); the default is `torch.nn`. Tensors that are not inside such layers (class token, position embedding) are cast
 to the input's device and dtype at use for the same reason.
 """
-import json
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .files import load_json_object, load_tensors
+from .image_reward_files import SUPPORT_FILES, WEIGHTS_SOURCE
 
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
@@ -84,22 +86,20 @@ def config_from_med_config(med_config, **overrides):
 
 
 def read_med_config(path):
-    with open(path, "r", encoding="utf-8") as handle:
-        med_config = json.load(handle)
-    if not isinstance(med_config, dict):
-        raise ValueError(f"med_config.json at {path}: expected a JSON object (BLIP's BERT configuration)")
-    return med_config
+    return load_json_object(path, "BLIP's BERT configuration (ImageReward's med_config.json)",
+                            f"Download med_config.json again from {SUPPORT_FILES['med_config.json']}.")
 
 
-def vision_sizes_from_state_dict(state_dict, prefix="blip.visual_encoder."):
+def vision_sizes_from_state_dict(state_dict, prefix="blip.visual_encoder.", source="the weights"):
     """Sizes read off the weights: vision width, depth, patch and image size (heads = width // 64, as BLIP), and the
-    width of BLIP's contrastive projections."""
+    width of BLIP's contrastive projections. `source` names the weights in errors (e.g. their path)."""
     try:
         patch_weight = state_dict[prefix + "patch_embed.proj.weight"]
         position = state_dict[prefix + "pos_embed"]
     except KeyError as error:
-        raise ValueError(f"the weights have no {error.args[0]!r}: not an ImageReward checkpoint "
-                         "(expected the keys of ImageReward.pt, e.g. 'blip.visual_encoder.pos_embed')") from None
+        raise ValueError(f"{source} has no {error.args[0]!r}: not an ImageReward checkpoint "
+                         "(expected the keys of ImageReward.pt, e.g. 'blip.visual_encoder.pos_embed'); use "
+                         f"ImageReward.pt from {WEIGHTS_SOURCE}") from None
     width, _, patch, _ = patch_weight.shape
     grid = math.isqrt(position.shape[1] - 1)
     depth = 0
@@ -409,24 +409,11 @@ POSITION_IDS_KEY = "blip.text_encoder.embeddings.position_ids"
 
 
 def load_state_dict_file(path):
-    """Read ImageReward weights: `.safetensors`, or a torch pickle (`.pt`, `.pth`, `.bin`) with weights_only=True.
-
-    Torch files are memory-mapped when their format allows, so loading does not hold two copies in RAM.
-    """
-    if path.lower().endswith((".safetensors", ".sft")):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):  # only the legacy (pre-zip) format cannot be memory-mapped
-            raise
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state_dict, dict):
-        raise ValueError(f"{path}: expected a state dict (ImageReward.pt is a flat dict of tensors), "
-                         f"got {type(state_dict).__name__}")
-    return state_dict
+    """Read ImageReward weights: `.safetensors`, or a torch pickle (`.pt`, `.pth`, `.bin`) with weights_only=True,
+    memory-mapped when its format allows. Damaged or foreign files raise ModelFileError naming the file."""
+    return load_tensors(path, "ImageReward weights (a flat dict of tensors, as ImageReward.pt)",
+                        f"Download ImageReward.pt again from {WEIGHTS_SOURCE}; for ImageReward.safetensors, "
+                        "convert it again with scripts/convert_image_reward.py.")
 
 
 def build_image_reward(config=None, operations=None, device="meta", dtype=None):
@@ -442,7 +429,7 @@ def load_image_reward(weights_path, med_config_path, device="cpu", dtype=torch.f
     """
     state_dict = load_state_dict_file(weights_path)
     med_config = read_med_config(med_config_path)
-    config = config_from_med_config(med_config, **vision_sizes_from_state_dict(state_dict))
+    config = config_from_med_config(med_config, **vision_sizes_from_state_dict(state_dict, source=weights_path))
     word_embeddings = state_dict.get("blip.text_encoder.embeddings.word_embeddings.weight")
     if word_embeddings is not None and word_embeddings.shape[0] != config.vocab_size:
         raise ValueError(f"med_config.json ({med_config_path}) says vocab_size {config.vocab_size} but the weights "

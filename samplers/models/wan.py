@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .files import load_tensors
+
 PREFIXES = ("model.diffusion_model.", "model.")
 REQUIRED_KEYS = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
                  "time_projection.1.weight", "blocks.0.self_attn.q.weight", "blocks.0.ffn.0.weight",
@@ -501,14 +503,14 @@ def infer_config(state_dict, head_dim=128):
 
 def load_wan_state_dict(path):
     """Load a Wan 2.1 DiT .safetensors file and return its state dict with original names (prefixes stripped)."""
-    from safetensors.torch import load_file
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Wan checkpoint not found: {path}")
     if not path.endswith(".safetensors"):
         raise WanFormatError(f"{path}: expected a .safetensors file (Self-Forcing .pt checkpoints: convert them with "
                              "scripts/convert_self_forcing.py)")
-    return strip_wan_prefix(load_file(path), source=path)
+    state_dict = load_tensors(path, "Wan 2.1 DiT weights (original Wan key names)",
+                              "Download it again (or convert it again with scripts/convert_self_forcing.py).")
+    return strip_wan_prefix(state_dict, source=path)
 
 
 def load_wan(path, device="cpu", dtype=torch.float32, head_dim=128):

@@ -65,12 +65,59 @@ def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v"
 
 
 def add_model_folder(kind, directory):
-    """Make ComfyUI's loaders look in `directory` for models of `kind` ("diffusion_models", "vae", ...)."""
+    """Make ComfyUI's loaders look in `directory` first for models of `kind` ("diffusion_models", "vae", ...):
+    a file of the same name in the checkout's own models/ folder must not shadow the test's."""
     import folder_paths
 
-    folder_paths.add_model_folder_path(kind, str(directory))
+    folder_paths.add_model_folder_path(kind, str(directory), is_default=True)
     # get_filename_list caches directory listings; files written after the first listing must be seen.
     folder_paths.filename_list_cache.pop(kind, None)
+
+
+def core_causal_wan_config():
+    """ComfyUI's model config for causal (autoregressive) Wan 2.1 T2V checkpoints.
+
+    Core's WAN21_CausalAR_T2V (ComfyUI >= 0.32, comfy/supported_models.py) where the running ComfyUI has it; else a
+    stand-in of the same shape: a WAN21_T2V subclass whose model is a WanModel subclass with the same submodules
+    and keys (core's comfy.ldm.wan.ar_model.CausalWanModel changes only the forward pass).
+    """
+    import comfy.ldm.wan.model
+    import comfy.model_base
+    import comfy.supported_models
+
+    core = getattr(comfy.supported_models, "WAN21_CausalAR_T2V", None)
+    if core is not None:
+        return core
+
+    class CausalWanModel(comfy.ldm.wan.model.WanModel):
+        """Stand-in for core's CausalWanModel."""
+
+    class WAN21_CausalAR(comfy.model_base.WAN21):
+        def __init__(self, model_config, model_type=comfy.model_base.ModelType.FLOW, device=None):
+            super(comfy.model_base.WAN21, self).__init__(model_config, model_type, device=device,
+                                                         unet_model=CausalWanModel)
+            self.image_to_video = False
+
+    class WAN21_CausalAR_T2V(comfy.supported_models.WAN21_T2V):
+        def get_model(self, state_dict, prefix="", device=None):
+            return WAN21_CausalAR(self, device=device)
+
+    return WAN21_CausalAR_T2V
+
+
+def load_as_core_causal_wan(path):
+    """A MODEL (ModelPatcher, CPU, fp32) holding the Wan checkpoint at `path` as core's causal config loads it."""
+    import comfy.model_detection
+    import comfy.model_patcher
+    import comfy.utils
+
+    state_dict = comfy.utils.load_torch_file(str(path))
+    model_config = core_causal_wan_config()(comfy.model_detection.detect_unet_config(state_dict, ""))
+    model_config.set_inference_dtype(torch.float32, None)
+    base_model = model_config.get_model(state_dict, "", device=torch.device("cpu"))
+    base_model.load_model_weights(state_dict, "")
+    return comfy.model_patcher.ModelPatcher(base_model, load_device=torch.device("cpu"),
+                                            offload_device=torch.device("cpu"))
 
 
 def stand_in_conditioning(seed=0, tokens=512):

@@ -3,10 +3,12 @@
 Widget values of the pack's nodes must match the nodes' current inputs (count, order, type, bounds, fixed choices),
 so renaming or reordering an input breaks a test instead of the users' saved workflows.
 """
+import importlib
 import importlib.util
 import json
 import os
 import sys
+import types
 
 from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_value, is_widget_input, ordered_inputs, ui_widget_inputs,
                          widget_values_by_name)
@@ -38,6 +40,8 @@ CORE_NODE_TYPES = {
 FILE_LIST_INPUTS = {"ckpt_name", "unet_name", "clip_name", "vae_name", "model_name", "lora_name"}
 MODEL_FILE_INPUTS = FILE_LIST_INPUTS
 PACK_NAME = "speculative_video_pack_under_test"
+BARE_PACK_NAME = "speculative_video_pack_bare"
+NODE_MODULES = ("dts", "reward", "sdvg")  # nodes/<name>.py
 
 
 def load_workflow(file_name):
@@ -57,8 +61,40 @@ def import_pack():
     return module
 
 
+def import_node_module(name):
+    """nodes/<name>.py of the pack, imported without running the pack's __init__ files (they register every node,
+    and the V3 node modules import ComfyUI's comfy_api): how a V1 node module is read without ComfyUI."""
+    if BARE_PACK_NAME not in sys.modules:
+        for module_name, folder in ((BARE_PACK_NAME, REPO), (f"{BARE_PACK_NAME}.nodes", os.path.join(REPO, "nodes"))):
+            module = types.ModuleType(module_name)
+            module.__path__ = [folder]
+            sys.modules[module_name] = module
+    return importlib.import_module(f"{BARE_PACK_NAME}.nodes.{name}")
+
+
+def v1_node_classes_readable_without_comfyui():
+    """{node_id: class} of the node modules that import without ComfyUI (the V1 ones), and the names of the modules
+    that need it (the V3 ones, whose inputs the ComfyUI suite checks)."""
+    classes, needs_comfyui = {}, []
+    for name in NODE_MODULES:
+        try:
+            with HideComfyUI():
+                module = import_node_module(name)
+        except ImportError:
+            module = None
+        if module is None or not all(isinstance(entry, tuple) for entry in module.NODES):  # V3: classes
+            needs_comfyui.append(name)
+            continue
+        classes.update({node_id: node_class for node_id, node_class, _ in module.NODES})
+    return classes, needs_comfyui
+
+
 def node_info(node_class):
-    """The /object_info-shaped description ComfyUI would give for a V1 node class."""
+    """The /object_info-shaped description ComfyUI gives for a node class: a V3 node's own V1 description (what the
+    server sends), or one built from a V1 node's INPUT_TYPES."""
+    if hasattr(node_class, "GET_NODE_INFO_V1"):
+        info = node_class.GET_NODE_INFO_V1()
+        return {"input": info["input"], "input_order": info["input_order"]}
     inputs = node_class.INPUT_TYPES()
     return {"input": inputs, "input_order": {section: list(inputs[section]) for section in ("required", "optional")
                                              if section in inputs}}
@@ -71,7 +107,7 @@ class HideComfyUI:
     this keeps "readable without ComfyUI" meaning the same in both runs.
     """
 
-    BLOCKED = ("comfy", "folder_paths", "comfy_extras", "latent_preview")
+    BLOCKED = ("comfy", "comfy_api", "comfy_execution", "folder_paths", "comfy_extras", "latent_preview")
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
@@ -88,10 +124,10 @@ class HideComfyUI:
             sys.meta_path.remove(self)
 
 
-def pack_nodes_in_workflows(pack):
-    """[(workflow file, UI node)] for every node of the pack used by an example workflow."""
+def pack_nodes_in_workflows(node_classes):
+    """[(workflow file, UI node)] for every node of the pack ({node_id: class}) used by an example workflow."""
     return [(file_name, node) for file_name in WORKFLOW_FILES for node in load_workflow(file_name)["nodes"]
-            if node["type"] in pack.NODE_CLASS_MAPPINGS]
+            if node["type"] in node_classes]
 
 
 def widget_problems(node, info):
@@ -109,8 +145,11 @@ def widget_problems(node, info):
     if saved_widgets and saved_widgets != current_widgets:
         problems.append(f"node {node['id']} ({node['type']}): saved widget inputs {saved_widgets}, "
                         f"the node now has {current_widgets}")
-    saved_sockets = [entry["name"] for entry in node.get("inputs") or [] if not entry.get("widget")]
-    current_sockets = [name for name, spec in ordered_inputs(info) if not is_widget_input(spec)]
+    # Sockets by name, in any order: a saved node keeps its own input slots (its links name a slot of the saved
+    # list) and the prompt sent to the server names each input, so a socket that moves from required to optional
+    # (SDVG's router) still connects; a renamed, added or removed socket does not.
+    saved_sockets = sorted(entry["name"] for entry in node.get("inputs") or [] if not entry.get("widget"))
+    current_sockets = sorted(name for name, spec in ordered_inputs(info) if not is_widget_input(spec))
     if saved_sockets != current_sockets:
         problems.append(f"node {node['id']} ({node['type']}): saved sockets {saved_sockets}, "
                         f"the node now has {current_sockets}")

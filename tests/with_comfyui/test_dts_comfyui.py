@@ -67,7 +67,7 @@ def tiny_wan(comfy, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models") / "diffusion_models"
     folder.mkdir()
     save_file(state_dict, str(folder / TINY_WAN_NAME))
-    comfy.folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    comfy.folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
     return comfy.nodes.UNETLoader().load_unet(TINY_WAN_NAME, "default")[0]
 
 
@@ -364,6 +364,43 @@ def test_cancel_stops_sampling(comfy, dts_nodes, tiny_wan, prompts, latent):
             dts_ksampler(dts_nodes, tiny_wan, prompts, latent)
     finally:
         model_management.interrupt_current_processing(False)
+
+
+def test_a_base_exception_interrupt_mid_run_propagates_and_the_next_run_equals_a_clean_one(
+        comfy, dts_nodes, tiny_wan, prompts, latent, monkeypatch):
+    """Newer ComfyUI's interrupt derives from BaseException: nothing in the pack may catch, delay or re-label it."""
+    class Interrupted(BaseException):
+        pass
+
+    clean = dts_ksampler(dts_nodes, tiny_wan, prompts, latent)["samples"]
+    calls = []
+
+    def interrupt_at_the_fourth_check():
+        calls.append(1)
+        if len(calls) == 4:
+            raise Interrupted
+
+    monkeypatch.setattr(comfy.comfy.model_management, "throw_exception_if_processing_interrupted",
+                        interrupt_at_the_fourth_check)
+    with pytest.raises(Interrupted):
+        dts_ksampler(dts_nodes, tiny_wan, prompts, latent)
+    assert len(calls) == 4  # raised mid-run, propagated at once
+    monkeypatch.undo()
+    assert torch.equal(dts_ksampler(dts_nodes, tiny_wan, prompts, latent)["samples"], clean)
+
+
+def test_steps_the_scheduler_cannot_make_strictly_decreasing_are_refused_naming_steps_and_scheduler(
+        dts_nodes, tiny_wan, prompts, latent, monkeypatch):
+    import comfy.model_management
+
+    levels = len(tiny_wan.get_model_object("model_sampling").sigmas)
+    calls = []
+    monkeypatch.setattr(comfy.model_management, "throw_exception_if_processing_interrupted", lambda: calls.append(1))
+    with pytest.raises(ValueError, match=rf"steps: scheduler 'simple' cannot make {levels + 1} strictly decreasing "
+                                         rf"noise levels for this model \(this model's discrete schedule has {levels} "
+                                         r"noise levels\): sigmas must be strictly decreasing .*Lower steps"):
+        dts_ksampler(dts_nodes, tiny_wan, prompts, latent, steps=levels + 1)
+    assert calls == []  # refused before the first model call
 
 
 def test_bad_strides_raise_an_error_naming_the_input(dts_nodes):

@@ -30,21 +30,26 @@ def reward_nodes(comfy_pack):
 
 @pytest.fixture(scope="module")
 def tiny_models(comfy_nodes, tmp_path_factory):
-    """A folder registered as an extra `image_reward` path, holding a tiny random ImageReward.pt and its files."""
+    """A folder registered as the first `image_reward` path, holding a tiny random ImageReward.pt and its files.
+
+    First, so that the checkout's own models/image_reward/ (which may hold the real ImageReward.pt) cannot shadow
+    it: ComfyUI resolves a model name in the order of the folder list."""
     import folder_paths
 
     folder = str(tmp_path_factory.mktemp("image_reward_models"))
     weights, model = write_image_reward_folder(folder, TINY, seed=3)
-    folder_paths.add_model_folder_path("image_reward", folder)
+    folder_paths.add_model_folder_path("image_reward", folder, is_default=True)
     folder_paths.filename_list_cache.pop("image_reward", None)
     return folder, weights, model
 
 
 @pytest.fixture
-def isolated_folder_entry():
-    """Restore ComfyUI's `image_reward` folder entry after a test that rebuilds it."""
+def isolated_folder_entry(tmp_path_factory, monkeypatch):
+    """Restore ComfyUI's `image_reward` folder entry after a test that rebuilds it; during the test ComfyUI's
+    models directory is an empty one, so that files in the checkout's models/image_reward/ cannot be found."""
     import folder_paths
 
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path_factory.mktemp("empty_models")))
     saved = folder_paths.folder_names_and_paths.get("image_reward")
     saved = (list(saved[0]), set(saved[1])) if saved else None
     yield folder_paths
@@ -59,7 +64,7 @@ def test_nodes_are_registered_with_display_names_and_the_router_socket(comfy_pac
     mappings, names = comfy_pack.NODE_CLASS_MAPPINGS, comfy_pack.NODE_DISPLAY_NAME_MAPPINGS
     assert names["LoadImageRewardRouter"] == "Load ImageReward Router"
     assert names["ImageRewardScore"] == "ImageReward Score"
-    assert mappings["LoadImageRewardRouter"].RETURN_TYPES == ("REWARD_ROUTER",)
+    assert tuple(mappings["LoadImageRewardRouter"].RETURN_TYPES) == ("REWARD_ROUTER",)
     assert mappings["ImageRewardScore"].INPUT_TYPES()["required"]["router"][0] == "REWARD_ROUTER"
 
 
@@ -104,7 +109,8 @@ def test_extra_model_paths_yaml_folder_is_kept_first_and_lists_only_weights(rewa
 
 def test_loader_node_lists_and_loads_weights_from_an_image_reward_folder(comfy_pack, tiny_models):
     loader = comfy_pack.NODE_CLASS_MAPPINGS["LoadImageRewardRouter"]
-    assert "ImageReward.pt" in loader.INPUT_TYPES()["required"]["model_name"][0]
+    kind, spec = loader.INPUT_TYPES()["required"]["model_name"]
+    assert kind == "COMBO" and "ImageReward.pt" in spec["options"]
     (router,) = loader().load("ImageReward.pt", "quantile", 0.25, "default", "auto", 16)
     import comfy.model_patcher
 
@@ -136,7 +142,7 @@ def test_score_node_gives_per_frame_scores_text_and_the_routers_aggregate(comfy_
         "ImageReward.pt", "mean", 0.1, "default", "fp32", 2)
     frames = random_frames(5, 40, 72, seed=2)
     scores, text, value = comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"]().score(router, frames, PROMPTS[1])
-    assert comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"].OUTPUT_IS_LIST == (True, False, False)
+    assert tuple(comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"].OUTPUT_IS_LIST) == (True, False, False)
     assert len(scores) == 5 and all(isinstance(score, float) for score in scores)
     torch.testing.assert_close(torch.tensor(scores), router.score(frames, PROMPTS[1]), atol=1e-6, rtol=0)
     assert value == pytest.approx(aggregate(scores, "mean"))
@@ -160,6 +166,23 @@ def test_loader_node_names_a_missing_support_file_and_its_folder(comfy_pack, tin
     assert str(lonely) in str(error.value)
 
 
+def test_loader_node_names_a_corrupt_support_file_and_says_what_to_do(comfy_pack, tiny_models, tmp_path,
+                                                                      isolated_folder_entry):
+    folder_paths = isolated_folder_entry
+    damaged = tmp_path / "damaged"
+    write_support_files(str(damaged), TINY)
+    (damaged / "med_config.json").write_text("{'hidden_size': 768,}")
+    shutil.copy(tiny_models[1], damaged / "Damaged.pt")
+    folder_paths.folder_names_and_paths["image_reward"] = ([str(damaged)], {".pt", ".safetensors"})
+    folder_paths.filename_list_cache.pop("image_reward", None)
+    with pytest.raises(ValueError) as error:
+        comfy_pack.NODE_CLASS_MAPPINGS["LoadImageRewardRouter"]().load("Damaged.pt", "min", 0.1, "cpu", "fp32", 16)
+    assert type(error.value).__name__ == "ModelFileError"
+    message = str(error.value)
+    assert str(damaged / "med_config.json") in message and "not valid JSON" in message
+    assert "Download med_config.json again" in message
+
+
 def test_score_node_rejects_something_that_is_not_a_router(comfy_pack):
     with pytest.raises(ValueError, match="router: expected a REWARD_ROUTER"):
         comfy_pack.NODE_CLASS_MAPPINGS["ImageRewardScore"]().score(object(), torch.rand(1, 8, 8, 3), "x")
@@ -181,9 +204,9 @@ def test_score_node_runs_in_a_comfyui_server_graph_with_weights_in_models_image_
         "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},
     }
     with e2e_support.ComfyUIServer(os.environ["COMFYUI_PATH"], base, e2e_support.free_port(8303, 8303)) as server:
-        choices = server.get_json("/object_info/LoadImageRewardRouter")["LoadImageRewardRouter"]["input"][
-            "required"]["model_name"][0]
-        assert choices == ["ImageReward.pt"]
+        kind, spec = server.get_json("/object_info/LoadImageRewardRouter")["LoadImageRewardRouter"]["input"][
+            "required"]["model_name"]
+        assert kind == "COMBO" and spec["options"] == ["ImageReward.pt"]  # a V3 node spells its list this way
         entry = server.wait_for_history(server.queue_prompt(prompt), timeout=600)
         assert entry["status"]["status_str"] == "success", e2e_support.history_error(entry)
         text = "".join(entry["outputs"]["4"]["text"])

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from support.sdvg import (MeanBrightnessRouter, ScriptedRouter, add_model_folder, stand_in_conditioning,
-                          write_random_wan21_vae, write_tiny_wan)
+from support.sdvg import (MeanBrightnessRouter, ScriptedRouter, add_model_folder, load_as_core_causal_wan,
+                          stand_in_conditioning, write_random_wan21_vae, write_tiny_wan)
 
 
 WIDTH, HEIGHT = 32, 16  # latent 4 wide x 2 high: 2 x 1 DiT tokens per frame
@@ -49,12 +49,18 @@ def wan21_vae(comfy_nodes, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def wan_models(comfy_nodes, tmp_path_factory):
-    """{name: MODEL} for TINY_WANS, loaded by ComfyUI's UNETLoader from a models folder of their own."""
+def wan_model_dir(comfy_nodes, tmp_path_factory):
+    """A models folder of their own holding TINY_WANS as sdvg_test_<name>.safetensors."""
     directory = tmp_path_factory.mktemp("sdvg_diffusion_models")
     for name, arguments in TINY_WANS.items():
         write_tiny_wan(directory / f"sdvg_test_{name}.safetensors", **arguments)
-    add_model_folder("diffusion_models", directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def wan_models(wan_model_dir, comfy_nodes):
+    """{name: MODEL} for TINY_WANS, loaded by ComfyUI's UNETLoader."""
+    add_model_folder("diffusion_models", wan_model_dir)
     loader = comfy_nodes.UNETLoader()
     return {name: loader.load_unet(f"sdvg_test_{name}.safetensors", "default")[0] for name in TINY_WANS}
 
@@ -242,6 +248,21 @@ def test_target_only_mode_never_calls_the_router(pack, wan_models, wan21_vae):
     assert images.shape == (5, HEIGHT, WIDTH, 3)
 
 
+@pytest.mark.parametrize("mode", ["target only", "draft only"])
+def test_the_baselines_run_without_a_router(pack, wan_models, wan21_vae, mode):
+    assert "router" in pack.node_class.INPUT_TYPES()["optional"]
+    latent, _, stats_text = run_node(pack, wan_models, wan21_vae, router=None, mode=mode, num_blocks=1,
+                                     frames_per_block=1, force_target_first_block=False)
+    assert json.loads(stats_text)["blocks"][0]["source"] == ("target" if mode == "target only" else "drafter")
+    assert latent["samples"].shape == (1, 16, 1, HEIGHT // 8, WIDTH // 8)
+
+
+def test_speculative_mode_without_a_router_is_refused_naming_it(pack, wan_models, wan21_vae):
+    with pytest.raises(ValueError, match="router: mode 'speculative' scores every draft with a router; connect "
+                                         "Load ImageReward Router"):
+        run_node(pack, wan_models, wan21_vae, router=None)
+
+
 @pytest.mark.slow
 def test_draft_only_mode_takes_the_block_from_the_drafter_without_scoring(pack, wan_models, wan21_vae):
     router = ScriptedRouter([])
@@ -278,6 +299,36 @@ def test_cancel_during_a_run_stops_it_before_the_next_model_call(pack, wan_model
     assert len(router.calls) == 1 and progress == [1]  # block 0 finished, block 1 stopped after its scoring
 
 
+@pytest.mark.slow
+def test_a_base_exception_interrupt_mid_run_propagates_and_the_next_run_equals_a_clean_one(pack, wan_models,
+                                                                                            wan21_vae, monkeypatch):
+    """Newer ComfyUI's interrupt derives from BaseException: it leaves the node at once, and the next run (new
+    runners and decoder state, the same loaded models) gives the clean run's video."""
+    import comfy.model_management
+
+    class Interrupted(BaseException):
+        pass
+
+    settings = dict(num_blocks=2, frames_per_block=1, tau=0.0)
+    clean = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0]), **settings)
+    calls = []
+
+    def interrupt_in_block_one():
+        calls.append(1)
+        if len(calls) == 6:  # after block 0's 4 target steps and its decode, before its first commit
+            raise Interrupted
+
+    monkeypatch.setattr(comfy.model_management, "throw_exception_if_processing_interrupted", interrupt_in_block_one)
+    router = ScriptedRouter([1.0])
+    with pytest.raises(Interrupted):
+        run_node(pack, wan_models, wan21_vae, router=router, **settings)
+    assert len(calls) == 6 and router.calls == []
+    monkeypatch.undo()
+    again = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0]), **settings)
+    assert torch.equal(again[0]["samples"], clean[0]["samples"])
+    assert torch.equal(again[1], clean[1])
+
+
 # --- named errors ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, message", [
@@ -304,15 +355,105 @@ def test_bad_inputs_fail_with_the_input_named(pack, wan_models, wan21_vae, overr
         run_node(pack, wan_models, **{"vae": wan21_vae, **overrides})
 
 
-def test_an_image_to_video_wan_is_rejected_by_name(pack, wan_models, wan21_vae):
-    with pytest.raises(ValueError, match="target: expected a Wan 2.1 T2V DiT .*got WAN21_I2V"):
+def test_an_image_to_video_wan_is_rejected_with_what_was_found(pack, wan_models, wan21_vae):
+    with pytest.raises(ValueError, match="target: expected a Wan 2.1 text-to-video DiT .*got WAN21_I2V with "
+                                         "image_model 'wan2.1', model_type 'i2v'"):
         run_node(pack, wan_models, wan21_vae, target=wan_models["i2v"])
 
 
-def test_drafter_and_target_with_different_latent_channels_are_rejected(pack, wan_models, wan21_vae):
-    with pytest.raises(ValueError, match=r"drafter and target must share latent channels \(got \(16, 16\) and "
-                                         r"\(32, 16\)\)"):
+def test_a_wan_with_other_latent_channels_is_rejected_with_what_was_found(pack, wan_models, wan21_vae):
+    with pytest.raises(ValueError, match=r"target: expected 16 latent channels .* got WAN21_T2V with a 16-channel "
+                                         r"latent format and a DiT taking 32 and giving 16 channels"):
         run_node(pack, wan_models, wan21_vae, target=wan_models["wide_latent"])
+
+
+# --- core's causal Wan (ComfyUI >= 0.32) and the other WAN21_T2V subclasses ----------------------------------------
+
+@pytest.fixture(scope="module")
+def causal_models(wan_model_dir):
+    """The drafter and target files loaded as core's causal model config (or its stand-in on older ComfyUI)."""
+    return {name: load_as_core_causal_wan(wan_model_dir / f"sdvg_test_{name}.safetensors")
+            for name in ("drafter", "target")}
+
+
+def stand_in_model(config_class, diffusion_model, prediction="FLOW"):
+    """A MODEL-shaped object with a real ComfyUI model config of `config_class`, as its detection would fill it."""
+    import comfy.supported_models
+
+    unet_config = {**comfy.supported_models.WAN21_T2V.unet_config, **config_class.unet_config}
+    base_model = SimpleNamespace(model_config=config_class(unet_config), diffusion_model=diffusion_model,
+                                 model_type=SimpleNamespace(name=prediction))
+    return SimpleNamespace(model=base_model)
+
+
+def test_core_causal_config_and_module_are_accepted_by_shape_not_by_class(pack, causal_models):
+    import comfy.ldm.wan.model
+    import comfy.supported_models
+
+    for name, model in causal_models.items():
+        assert type(model.model.model_config) is not comfy.supported_models.WAN21_T2V
+        assert type(model.model.diffusion_model) is not comfy.ldm.wan.model.WanModel
+        assert pack.sdvg.check_wan21_t2v(model, name) is model.model.diffusion_model
+
+
+@pytest.mark.slow
+def test_core_causal_models_run_as_drafter_and_target_exactly_as_the_plain_loads(pack, wan_models, causal_models,
+                                                                                 wan21_vae):
+    """Same weights, same video: block 0 from the target, block 1's draft kept."""
+    settings = dict(num_blocks=2, frames_per_block=1, tau=0.0)
+    plain = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0]), **settings)
+    causal = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0]), drafter=causal_models["drafter"],
+                      target=causal_models["target"], **settings)
+    stats = json.loads(causal[2])
+    assert [block["source"] for block in stats["blocks"]] == ["target", "drafter"]
+    assert torch.equal(causal[0]["samples"], plain[0]["samples"])
+
+
+@pytest.mark.parametrize("config_name, found", [
+    ("WAN21_I2V", "model_type 'i2v'"),
+    ("WAN21_FunControl2V", "model_type 'i2v'"),
+    ("WAN21_Camera", "model_type 'camera'"),
+    ("WAN22_Camera", "model_type 'camera_2.2'"),
+    ("WAN21_Vace", "model_type 'vace'"),
+    ("WAN21_HuMo", "model_type 'humo'"),
+    ("WAN22_S2V", "model_type 's2v'"),
+    ("WAN22_Animate", "model_type 'animate'"),
+    ("WAN22_T2V", "a 48-channel latent format"),
+])
+def test_other_wan21_t2v_subclasses_are_refused_naming_what_was_found(pack, wan_models, config_name, found):
+    import comfy.supported_models
+
+    config_class = getattr(comfy.supported_models, config_name, None)
+    if config_class is None:
+        pytest.skip(f"this ComfyUI has no {config_name}")
+    assert issubclass(config_class, comfy.supported_models.WAN21_T2V)
+    model = stand_in_model(config_class, wan_models["drafter"].model.diffusion_model)
+    with pytest.raises(ValueError, match=f"drafter: expected .*got {config_name} with .*{found}"):
+        pack.sdvg.check_wan21_t2v(model, "drafter")
+
+
+def test_a_t2v_config_with_image_to_image_flow_prediction_is_refused(pack, wan_models):
+    """Core's WAN21_FlowRVS sets model_type 't2v' but predicts image-to-image flow."""
+    import comfy.supported_models
+
+    model = stand_in_model(comfy.supported_models.WAN21_T2V, wan_models["drafter"].model.diffusion_model,
+                           prediction="IMG_TO_IMG_FLOW")
+    with pytest.raises(ValueError, match="target: expected a flow-matching .*model type IMG_TO_IMG_FLOW"):
+        pack.sdvg.check_wan21_t2v(model, "target")
+
+
+def test_a_t2v_dit_with_extra_conditioning_weights_is_refused_naming_them(pack):
+    import comfy.ldm.wan.model
+    import comfy.ops
+    import comfy.supported_models
+
+    module = comfy.ldm.wan.model.WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=1,
+                                          device="meta", operations=comfy.ops.disable_weight_init)
+    module.control_adapter = torch.nn.Linear(4, 4, device="meta")
+    model = stand_in_model(comfy.supported_models.WAN21_T2V, module)
+    with pytest.raises(ValueError, match="drafter: expected a plain Wan 2.1 text-to-video DiT, got WAN21_T2V / "
+                                         "WanModel with weights in control_adapter"):
+        pack.sdvg.check_wan21_t2v(model, "drafter")
 
 
 @pytest.mark.parametrize("field, value, message", [

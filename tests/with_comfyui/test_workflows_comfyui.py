@@ -1,18 +1,27 @@
-"""The pack's node inputs against the example workflows, for the nodes whose INPUT_TYPES import ComfyUI (DTS KSampler
-lists ComfyUI's schedulers, Load ImageReward Router lists the model folder)."""
+"""The pack as ComfyUI loads it against the example workflows, on every ComfyUI version the suite runs on: every node
+type is the pack's or core's, and the widget values of the pack's nodes match their inputs (V3 nodes as their
+schema describes them to the frontend, V1 nodes from INPUT_TYPES)."""
 import pytest
 
-from support.workflows import import_pack, node_info, pack_nodes_in_workflows, widget_problems
+from support.workflows import (CORE_NODE_TYPES, WORKFLOW_FILES, import_pack, load_workflow, node_info,
+                               pack_nodes_in_workflows, widget_problems)
 
 
 @pytest.fixture(scope="module")
-def pack():
+def pack(comfy_nodes):
     return import_pack()
 
 
-def test_pack_widget_values_match_inputs_in_comfyui(comfy_nodes, pack):
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_every_node_type_is_the_packs_or_core(file_name, pack):
+    unknown = {node["type"] for node in load_workflow(file_name)["nodes"]} - CORE_NODE_TYPES - set(
+        pack.NODE_CLASS_MAPPINGS)
+    assert not unknown, f"{file_name} uses node types that are neither the pack's nor core: {sorted(unknown)}"
+
+
+def test_pack_widget_values_match_inputs_in_comfyui(pack):
     problems, checked = [], set()
-    for file_name, node in pack_nodes_in_workflows(pack):
+    for file_name, node in pack_nodes_in_workflows(pack.NODE_CLASS_MAPPINGS):
         info = node_info(pack.NODE_CLASS_MAPPINGS[node["type"]])
         checked.add(node["type"])
         problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
