@@ -54,8 +54,9 @@ def dts_inputs():
             "Measure while sampling what a batched target call costs against a single one on this "
             "hardware and choose the chunk (at most `chunk`) that minimises the wall time, or plain "
             "Euler on the target_stride grid (the threshold-0 result) when batching does not pay, as on "
-            "a CPU or a GPU already busy with one sample. Costs at most 5% extra for measuring. The "
-            "console line says what it chose and why.")),
+            "a CPU or a GPU already busy with one sample. Costs at most 5% extra for measuring, nothing "
+            "once a model and latent size have been measured in 3 runs. The console line says what it "
+            "chose and why.")),
     ]
 
 

@@ -5,9 +5,15 @@ features that read a single sigma per batch (so that the target positions must b
 wires Cancel and the statistics event, and reuses ComfyUI's own sampling path for the KSampler node.
 ComfyUI modules are imported inside the functions that use them.
 """
+import weakref
+
 from ...samplers.methods.dts import check_options, format_stats, sample_dts
 from ...samplers.methods.schedules import check_noise_levels
 from .stats_events import report_stats
+
+# Auto mode's measured batch-cost ratios, per loaded diffusion model (ComfyUI's BaseModel), for as long as the
+# model stays loaded: later runs of the same model and latent shape need no probe calls.
+AUTO_MEMORY = weakref.WeakKeyDictionary()
 
 # Per-step model wrappers see the whole (mixed-sigma) batch and may read only its first sigma (as cache
 # wrappers do).
@@ -83,8 +89,15 @@ def sample_dts_comfyui(model, x, sigmas, extra_args=None, callback=None, disable
     if parallel_target is None:
         parallel_target = not reasons
     stats = {}
+    memory = None
+    diffusion_model = getattr(getattr(model, "inner_model", None), "inner_model", None)  # guider -> BaseModel
+    if options.get("auto") and diffusion_model is not None:
+        try:
+            memory = AUTO_MEMORY.setdefault(diffusion_model, {})
+        except TypeError:  # not weak-referenceable: measure afresh in every run
+            memory = None
     samples = sample_dts(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                         parallel_target=parallel_target, stats=stats,
+                         parallel_target=parallel_target, stats=stats, auto_memory=memory,
                          interrupt=comfy.model_management.throw_exception_if_processing_interrupted, **options)
     stats["sequential_target_reasons"] = reasons
     report_stats("dts", node_id, stats, format_stats)

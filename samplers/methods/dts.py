@@ -160,6 +160,8 @@ def accept(drafts, targets, tau, metric):
 
 AUTO_BUDGET = 0.05  # at most this share of plain Euler's (estimated) time is spent on measuring probes
 AUTO_MARGIN = 0.10  # DTS is chosen only when its expected time is this much below plain Euler's
+AUTO_REMEMBERED = 3  # a batch size measured in this many earlier runs (auto_memory) is not probed again
+AUTO_REMEMBER_LAST = 9  # cost ratios kept per batch size in auto_memory
 
 
 class AutoPlanner:
@@ -179,15 +181,20 @@ class AutoPlanner:
     DTS is chosen when its best K is AUTO_MARGIN below plain Euler; otherwise, and whenever a later round's
     re-plan says so, plain Euler runs for the rest of the grid (once chosen, for good). A one-at-a-time target
     (K calls per sub-step of batch B) can never beat plain Euler, so it is never chosen.
+
+    memory: {size m: [c(m) / c(1) of earlier runs]} for the same model and input shape (sample_dts's
+    auto_memory), or None. A size with AUTO_REMEMBERED ratios there is not probed: c(m) = c(1) x their median
+    (c(1) is always this run's own). `remember()` adds this run's measured ratios.
     """
 
-    def __init__(self, *, num_steps, draft_stride, target_stride, chunk, max_parallel, parallel_target):
+    def __init__(self, *, num_steps, draft_stride, target_stride, chunk, max_parallel, parallel_target, memory=None):
         self.per_segment = math.ceil(draft_stride / target_stride)
         self.euler_calls = target_grid_steps(num_steps, draft_stride, target_stride)
         self.chunk_cap = chunk
         self.group_cap = chunk if max_parallel is None else min(chunk, max_parallel)
         self.parallel_target = parallel_target
         self.samples = {}  # call size m -> [seconds]
+        self.memory = memory
         self.accepted = 0
         self.judged = 0
         self.probe_seconds = 0.0
@@ -201,9 +208,34 @@ class AutoPlanner:
     def observe(self, size, seconds):
         self.samples.setdefault(size, []).append(float(seconds))
 
+    def remembered(self):
+        """{size: median cost ratio} of the sizes this run takes from earlier runs instead of probing."""
+        if not self.memory:
+            return {}
+        return {m: sorted(r)[len(r) // 2] for m, r in self.memory.items()
+                if len(r) >= AUTO_REMEMBERED and m not in self.samples}
+
+    def known(self):
+        """{size: seconds} measured in this run, plus the remembered sizes scaled by this run's c(1)."""
+        known = {m: sorted(v)[len(v) // 2] for m, v in self.samples.items() if v}
+        if 1 in known:
+            known.update({m: known[1] * ratio for m, ratio in self.remembered().items()})
+        return known
+
+    def remember(self):
+        """Add this run's measured cost ratios c(m) / c(1) to the memory (the last AUTO_REMEMBER_LAST per size)."""
+        if self.memory is None or 1 not in self.samples:
+            return
+        single = self.cost(1)
+        for m, seconds in self.samples.items():
+            if m != 1 and seconds and single > 0:
+                ratios = self.memory.setdefault(m, [])
+                ratios.append(sorted(seconds)[len(seconds) // 2] / single)
+                del ratios[:-AUTO_REMEMBER_LAST]
+
     def cost(self, size):
         """Estimated seconds of a call holding `size` draft positions (None when nothing is measured)."""
-        known = {m: sorted(v)[len(v) // 2] for m, v in self.samples.items() if v}
+        known = self.known()
         if not known:
             return None
         if size in known:
@@ -235,10 +267,11 @@ class AutoPlanner:
                 or not self.parallel_target):
             return None
         budget = AUTO_BUDGET * self.euler_calls * self.cost(1)
+        known = self.known()
         for size in sorted({2, self.group_cap}):
-            if size in self.samples:
+            if size in known:
                 continue
-            if len(self.samples) == 2 and self.cost(2) >= 2 * (1 - AUTO_MARGIN) * self.cost(1):
+            if len(known) == 2 and self.cost(2) >= 2 * (1 - AUTO_MARGIN) * self.cost(1):
                 return None  # a second position costs about a second call: batching cannot pay
             if self.probe_seconds + self.cost(size) <= budget:
                 return size
@@ -254,7 +287,7 @@ class AutoPlanner:
                                   "target never beats plain Euler")
         if self.per_segment < 2 or self.chunk_cap < 2:
             return self.fall_back("draft_stride / target_stride or chunk leave nothing to batch")
-        if len(self.samples) < 2:
+        if len(self.known()) < 2:
             return self.fall_back("the measuring budget did not allow a batched probe call")
         euler = self.per_segment * self.cost(1)
         options = {chunk: self.dts_seconds(chunk) for chunk in range(2, self.chunk_cap + 1)}
@@ -262,7 +295,10 @@ class AutoPlanner:
         fastest = min(options.values())
         best = max(chunk for chunk, seconds in options.items() if seconds <= fastest * (1 + 1e-9))
         self.expected = dict(euler=euler, dts=options[best], chunk=best)
-        ratios = ", ".join(f"{m}: {self.cost(m) / self.cost(1):.2f}" for m in sorted(self.samples))
+        remembered = self.remembered()
+        ratios = ", ".join(f"{m}: {self.cost(m) / self.cost(1):.2f}" for m in sorted(self.known()))
+        if remembered:
+            ratios += f" ({', '.join(str(m) for m in sorted(remembered))} remembered from earlier runs)"
         if options[best] > (1 - AUTO_MARGIN) * euler:
             return self.fall_back(f"batched calls cost {ratios} single calls; the best chunk {best} would take "
                                   f"{options[best] / euler:.2f}x plain Euler's time per segment (acceptance "
@@ -281,8 +317,9 @@ class AutoPlanner:
     def stats(self):
         if self.choice is None:  # the schedule ended inside the measuring segment
             self.fall_back("the schedule ended within the first (measuring) draft segment")
-        known = {m: self.cost(m) for m in sorted(self.samples)}
+        known = {m: self.cost(m) for m in sorted(self.known())}
         return dict(choice=self.choice, reason=self.reason, chunks=list(self.chunks),
+                    remembered=sorted(self.remembered()),
                     euler_segments=self.euler_segments, probe_calls=self.probe_calls,
                     probe_seconds=self.probe_seconds, acceptance=self.acceptance(),
                     call_seconds={str(m): c for m, c in known.items()},
@@ -341,7 +378,7 @@ def auto_plan(planner, evaluate, x, sigmas, position, draft_stride, target_strid
 @torch.no_grad()
 def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *, draft_stride=10, target_stride=2,
                chunk=6, threshold=10.0, increment=1.5, metric="l2", max_parallel=None, parallel_target=True,
-               stats=None, interrupt=None, auto=False, clock=None):
+               stats=None, interrupt=None, auto=False, clock=None, auto_memory=None):
     """Draft-and-Target Sampling on the fine sigma grid `sigmas` [N + 1]; returns the final x (shape of x).
 
     model(x [n, ...], sigma [n], **extra_args) -> denoised estimate [n, ...]. Target calls hold several draft
@@ -363,6 +400,9 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
         chunk (at most `chunk`) that minimises the expected wall time, or plain Euler on the target grid (exactly
         the threshold-0 result) when batching does not pay (AutoPlanner says how). stats["auto"] says what it
         chose and why. clock: the time source auto mode measures with (default time.perf_counter).
+    auto_memory: a dict the caller keeps per model (e.g. for a server's lifetime) in which auto mode keeps the
+        batched-call cost ratios it measured, per input shape, dtype and device; once a batch size has been
+        measured in AUTO_REMEMBERED runs, later runs take its median instead of probing it again.
     callback({'x', 'i', 'sigma', 'sigma_hat', 'denoised', 'position'}) once per round: i = new accepted position
         - 1 (monotone, ends at N - 1 as k-diffusion's last step), x the accepted state at sigma = sigmas[position],
         denoised the target's last estimate that led there.
@@ -376,8 +416,11 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     num_steps = len(sigmas) - 1
     counts = dict(calls=0, evals=0)
     rounds = dict(accepted=[], drafted=[], thresholds=[], positions=[], distances=[])
+    memory = None
+    if auto and auto_memory is not None:
+        memory = auto_memory.setdefault((tuple(x.shape), str(x.dtype), str(x.device)), {})
     planner = AutoPlanner(num_steps=num_steps, draft_stride=draft_stride, target_stride=target_stride, chunk=chunk,
-                          max_parallel=max_parallel, parallel_target=parallel_target) if auto else None
+                          max_parallel=max_parallel, parallel_target=parallel_target, memory=memory) if auto else None
     model = timed_model(model, planner, clock, x.shape[0])
 
     def evaluate(states, sigma_vector):
@@ -429,4 +472,6 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
                      parallel_target=bool(parallel_target), batch=x.shape[0], seconds=clock() - started)
         if planner is not None:
             stats["auto"] = planner.stats()
+    if planner is not None:
+        planner.remember()
     return x

@@ -7,7 +7,8 @@ import torch
 
 from support.dts import (TemplateMixtureDenoiser, make_noise, make_templates, reference_euler,
                          target_grid_positions)
-from samplers.methods.dts import AUTO_BUDGET, AutoPlanner, format_stats, sample_dts, target_grid_steps
+from samplers.methods.dts import (AUTO_BUDGET, AUTO_REMEMBER_LAST, AUTO_REMEMBERED, AutoPlanner, format_stats,
+                                   sample_dts, target_grid_steps)
 
 
 class FakeClock:
@@ -44,9 +45,9 @@ def fine_sigmas(num_steps):
     return torch.linspace(8.0, 0.0, num_steps + 1, dtype=torch.float64)
 
 
-def run_auto(cost, num_steps=100, batch=1, **options):
+def run_auto(cost, num_steps=100, batch=1, clock=None, **options):
     options = dict(dict(draft_stride=10, target_stride=2, chunk=6, threshold=math.inf, increment=0.0), **options)
-    clock = FakeClock()
+    clock = FakeClock() if clock is None else clock
     denoiser = TemplateMixtureDenoiser(make_templates())
     model = CostedModel(denoiser, clock, cost, batch)
     x = make_noise(batch=batch)
@@ -183,3 +184,46 @@ def test_auto_callback_reports_monotone_positions_ending_at_the_last_step(cost):
     seen = []
     run_auto(cost, callback=lambda info: seen.append(info["i"]), disable=True)
     assert seen == sorted(seen) and len(set(seen)) == len(seen) and seen[-1] == 99
+
+
+def test_memory_skips_the_probe_after_enough_runs_and_keeps_the_exact_euler_result():
+    memory = {}
+    clock = FakeClock()
+    probes = []
+    for run in range(AUTO_REMEMBERED + 2):
+        start = clock.now
+        out, stats, model, _, denoiser, x = run_auto(linear, clock=clock, auto_memory=memory)
+        probes.append(stats["auto"]["probe_calls"])
+        assert torch.equal(out, euler_reference(denoiser, x, 100))
+        assert stats["auto"]["choice"] == "euler"
+    # the first AUTO_REMEMBERED runs probe 2 positions once each; later runs take the remembered ratio
+    assert probes == [1] * AUTO_REMEMBERED + [0, 0]
+    assert clock.now - start == 50.0  # the last run: exactly plain Euler's 50 calls
+    assert stats["auto"]["remembered"] == [2] and "remembered from earlier runs" in stats["auto"]["reason"]
+    (key, ratios), = memory.items()
+    assert key == ((1,) + tuple(x.shape[1:]), str(x.dtype), str(x.device)) and ratios == {2: [2.0] * AUTO_REMEMBERED}
+
+
+def test_memory_is_per_input_shape_and_keeps_the_last_ratios():
+    memory = {}
+    for _ in range(AUTO_REMEMBERED):
+        run_auto(linear, auto_memory=memory)
+    _, stats, _, _, _, _ = run_auto(linear, batch=2, auto_memory=memory)
+    assert stats["auto"]["probe_calls"] == 1 and len(memory) == 2  # another shape is measured afresh
+    for _ in range(AUTO_REMEMBER_LAST + 3):
+        planner = AutoPlanner(num_steps=100, draft_stride=10, target_stride=2, chunk=6, max_parallel=None,
+                              parallel_target=True, memory=memory.setdefault("k", {}))
+        planner.observe(1, 1.0)
+        planner.observe(2, 1.5)
+        planner.remember()
+    assert memory["k"][2] == [1.5] * AUTO_REMEMBER_LAST
+
+
+def test_remembered_cheap_batches_choose_dts_without_probing():
+    memory = {}
+    for _ in range(AUTO_REMEMBERED):
+        run_auto(flat_up_to(8), auto_memory=memory)
+    _, stats, model, _, _, _ = run_auto(flat_up_to(8), auto_memory=memory)
+    auto = stats["auto"]
+    assert auto["choice"] == "dts" and auto["probe_calls"] == 0 and auto["remembered"] == [2]  # 3 and 6 were measured again in its rounds
+    assert stats["calls"] == 5 + (6 + 5) + (3 + 5)  # the measuring segment, then the same rounds, no probe

@@ -407,3 +407,25 @@ def test_bad_strides_raise_an_error_naming_the_input(dts_nodes):
     with pytest.raises(ValueError, match="target_stride"):
         dts_nodes.DTSSampler().get_sampler(draft_stride=2, target_stride=4, chunk=6, threshold=0.0375,
                                            increment=0.005, metric="rms", max_parallel=0)
+
+
+@pytest.mark.slow
+def test_auto_remembers_its_measurements_per_loaded_model(comfy, dts_nodes, dts_run, tiny_wan, prompts, latent,
+                                                          caplog):
+    # From the fourth run of the same model and latent shape on, auto takes the measured batch cost from the
+    # earlier runs instead of probing (a server keeps one memory per loaded model).
+    import importlib
+
+    AUTO_REMEMBERED = importlib.import_module(dts_run.sample_dts.__module__).AUTO_REMEMBERED  # the pack's copy
+    caplog.set_level(logging.INFO)
+    sigmas = fine_sigmas(comfy, tiny_wan, steps=100)  # long enough for a probe within the measuring budget
+    dts_run.AUTO_MEMORY.clear()
+    for _ in range(AUTO_REMEMBERED + 1):
+        sample_custom_advanced(comfy, tiny_wan, dts_sampler(dts_nodes, threshold=math.inf, auto=True), sigmas,
+                               latent, *prompts)
+    lines = dts_log_lines(caplog)[-(AUTO_REMEMBERED + 1):]
+    assert all("remembered" not in line for line in lines[:AUTO_REMEMBERED])
+    assert "remembered from earlier runs" in lines[-1]
+    (memory,) = dts_run.AUTO_MEMORY.values()
+    (shape, ratios), = memory.items()
+    assert shape[0] == tuple(latent["samples"].shape) and len(ratios[2]) >= AUTO_REMEMBERED
