@@ -188,6 +188,20 @@ def check_run(drafter, target, decoder, router, tau, num_blocks, block_shape, fo
     return block_shape
 
 
+def krea_context(latents, pixel_buffer, size, block_frames, encoder, clock, check_interrupt):
+    """Krea's recompute context of `size` latent frames for the committed `latents` (a list of blocks), by
+    `recompute_context`'s rule; when that needs it, the oldest frame of the decoded pixel buffer (a buffer of
+    1 + 4 (size - 1) frames, fewer while the video is shorter) is re-encoded, timed as "reencode"."""
+    oldest = pixel_buffer[-min(pixel_buffer_frames(size), len(pixel_buffer))] if pixel_buffer else None
+
+    def encode_oldest():
+        check_interrupt()
+        with timed(clock, "reencode"):
+            return encoder.encode(oldest)
+
+    return recompute_context(torch.cat(latents, dim=2), size, block_frames, encode_oldest)
+
+
 def speculative_generate(drafter, target, decoder, router, prompt, *, num_blocks, block_shape, tau=-0.7,
                          drafter_sigmas=SELF_FORCING_SIGMAS, target_sigmas=SELF_FORCING_SIGMAS, seed=0,
                          force_target_first_block=True, aggregation="min", interrupt=None, callback=None, stats=None,
@@ -261,23 +275,15 @@ def speculative_generate(drafter, target, decoder, router, prompt, *, num_blocks
         for name, runner in (("drafter", drafter), ("target", target)):
             if needed[f"commit_{name}"] and index + 1 < num_blocks:
                 check_interrupt()
-                if protocol_of(runner) != "krea_realtime":
-                    with timed(clock, f"{name}_commit"):
-                        runner.commit(committed)
-                    continue
-                size = runner.context_frames
-                if size not in contexts:
-                    # The oldest frame of a buffer of 1 + 4 (K - 1) frames (fewer while the video is shorter).
-                    oldest = pixel_buffer[-min(pixel_buffer_frames(size), len(pixel_buffer))] if pixel_buffer else None
-
-                    def encode_oldest():
-                        check_interrupt()
-                        with timed(clock, "reencode"):
-                            return encoder.encode(oldest)
-
-                    contexts[size] = recompute_context(torch.cat(latents, dim=2), size, block_shape[2], encode_oldest)
+                options = {}
+                if protocol_of(runner) == "krea_realtime":
+                    size = runner.context_frames
+                    if size not in contexts:
+                        contexts[size] = krea_context(latents, pixel_buffer, size, block_shape[2], encoder, clock,
+                                                      check_interrupt)
+                    options = dict(context=contexts[size])
                 with timed(clock, f"{name}_commit"):
-                    runner.commit(committed, context=contexts[size])
+                    runner.commit(committed, **options)
         if frames is not None:
             frames_out.append(frames)
         records.append(record)
