@@ -10,7 +10,8 @@ Analysis of frames `[T, H, W, 3]` (0..1) against a Condition:
 A clip SUCCEEDS (the analogue of the DTS paper's task success) when, in every frame, every conditioned object
 is present (>= MIN_AREA pixels of its colour, no more than its sprite area + EXTRA_AREA), its mean area matches
 its kind (square 9 px, plus 5 px), its track follows the conditioned start and motion within POSITION_TOLERANCE
-pixels, and no frame has MIN_AREA or more pixels of a colour that was not asked for.
+pixels, and no frame has MIN_AREA or more pixels of a colour that was not asked for; in the star world also no
+frame has SMEAR_LIMIT or more smeared stars (background pixels near neither black nor a star).
 
 The per-frame QUALITY in [0, 1] (1 = perfect) is the SDVG router's score in this world: it penalises missing
 area, position error, stray colours and unclean pixels; see `frame_quality`.
@@ -21,17 +22,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .world import (BACKGROUND, COLOUR_NAMES, COLOURS, DEFAULT_WORLD, SPRITE_AREA, SPRITE_SIZE,
-                    bounce_track, candidate_objects, latent_to_frames)
+from .world import (BACKGROUND, COLOUR_NAMES, COLOURS, DEFAULT_WORLD, SPRITE_AREA, SPRITE_SIZE, STAR_LEVEL,
+                    bounce_track, latent_to_frames, object_track)
 
 CLEAN_DISTANCE = 0.5  # RGB distance (0..1 units) within which a pixel counts as its nearest palette colour
 MIN_AREA = 3  # pixels of an object's colour for it to count as present
 EXTRA_AREA = 4  # pixels beyond the sprite's area tolerated (a smeared edge), more means a duplicate/smear
 POSITION_TOLERANCE = 1.0  # pixels, worst frame, for success
 STRAY_LIMIT = MIN_AREA  # pixels of an unrequested colour that make a frame fail
+# Star world: a background pixel further than this from both black and a star is a smeared star (half way
+# between them is 0.43 from each); SMEAR_LIMIT of them outside the conditioned sprites' boxes fail a frame.
+STAR_CLEAN_DISTANCE = 0.25
+SMEAR_LIMIT = MIN_AREA
 KIND_SPLIT = (SPRITE_AREA["square"] + SPRITE_AREA["plus"]) / 2.0
 
-_PALETTE = np.array([BACKGROUND] + [COLOURS[name] for name in COLOUR_NAMES], dtype=np.float32)
+_PALETTE = np.array([BACKGROUND] + [COLOURS[name] for name in COLOUR_NAMES] + [STAR_LEVEL], dtype=np.float32)
+STAR_LABEL = len(_PALETTE) - 1
 
 
 @dataclass
@@ -41,6 +47,7 @@ class ClipAnalysis:
     position_error: np.ndarray  # [T, N] pixels from the conditioned (or fitted) trajectory (inf where absent)
     stray: np.ndarray  # [T] pixels of unrequested colours
     unclean: np.ndarray  # [T] pixels near no palette colour
+    smeared: np.ndarray  # [T] star world: background pixels outside the sprites' boxes near neither black nor a star
     present: np.ndarray  # [T, N] bool
     kind_ok: np.ndarray  # [N] bool
     quality: np.ndarray  # [T] per-frame quality in [0, 1]
@@ -48,14 +55,17 @@ class ClipAnalysis:
     reasons: list  # why it failed (empty on success)
 
 
-def classify(frames):
-    """frames [T, H, W, 3] in 0..1 -> labels [T, H, W] int: 0 background, 1..6 colours, -1 unclean."""
+def classify(frames, world=DEFAULT_WORLD):
+    """frames [T, H, W, 3] in 0..1 -> (labels [T, H, W] int: 0 background, 1..6 colours, STAR_LABEL a star (star
+    world only), -1 unclean; distance [T, H, W] to the nearest of black and a star)."""
     frames = torch.as_tensor(frames, dtype=torch.float32).numpy()
+    palette = _PALETTE if world.stars else _PALETTE[:STAR_LABEL]
     # numpy broadcasting: tiny arrays, and no torch thread pool to wait for on a busy machine
-    squared = ((frames[..., None, :] - _PALETTE[None, :, :]) ** 2).sum(axis=-1)
+    squared = ((frames[..., None, :] - palette[None, :, :]) ** 2).sum(axis=-1)
     label = squared.argmin(axis=-1)
     nearest = np.take_along_axis(squared, label[..., None], axis=-1)[..., 0]
-    return np.where(nearest <= CLEAN_DISTANCE ** 2, label, -1)
+    dark = squared[..., [0, STAR_LABEL]].min(axis=-1) if world.stars else squared[..., 0]
+    return np.where(nearest <= CLEAN_DISTANCE ** 2, label, -1), np.sqrt(dark)
 
 
 @functools.lru_cache(maxsize=256)
@@ -80,11 +90,6 @@ def fit_axis(coordinates, velocity, limit):
     return out
 
 
-def _worst(errors):
-    """Largest finite-or-inf error over frames, NaN (absent) counted as inf."""
-    return float(np.nan_to_num(errors, nan=np.inf).max()) if len(errors) else 0.0
-
-
 def analyse(frames, condition, world=DEFAULT_WORLD):
     """Analyse frames [T, H, W, 3] (0..1) or a latent clip [C, T, H, W] (-1..1) against `condition`."""
     frames = torch.as_tensor(frames)
@@ -92,7 +97,7 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
         frames = latent_to_frames(frames)
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"analyse: frames must be [T, H, W, 3] or a latent [3, T, H, W] (got {tuple(frames.shape)})")
-    labels = classify(frames)
+    labels, dark_distance = classify(frames, world)
     num_frames, height, width = labels.shape
     objects = condition.objects
     n = len(objects)
@@ -117,14 +122,9 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
         else:  # the conditioned start and motion: the ground-truth track's centres
             centre_offset = (SPRITE_SIZE - 1) / 2.0  # the first num_frames frames (the router judges prefixes)
             track_y = bounce_track(obj.start[1], obj.velocity[1], num_frames, height - SPRITE_SIZE) + centre_offset
+            track_x = bounce_track(obj.start[0], obj.velocity[0], num_frames, width - SPRITE_SIZE) + centre_offset
             ey = np.abs(y - track_y)
-            ex = None  # the allowed x track (both directions in the multimodal world) closest in the worst frame
-            for candidate in candidate_objects(obj, world):
-                track_x = bounce_track(candidate.start[0], candidate.velocity[0], num_frames,
-                                       width - SPRITE_SIZE) + centre_offset
-                error_x = np.abs(x - track_x)
-                if ex is None or _worst(error_x) < _worst(ex):
-                    ex = error_x
+            ex = np.abs(x - track_x)
         error = np.sqrt(ex ** 2 + ey ** 2)
         position_error[:, j] = np.where(np.isnan(error), np.inf, error)
     wanted = {0} | {1 + COLOUR_NAMES.index(o.colour) for o in objects}
@@ -133,6 +133,15 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
         if label not in wanted:
             stray += (labels == label).sum(axis=(1, 2))
     unclean = (labels == -1).sum(axis=(1, 2)).astype(np.float64)
+    smeared = np.zeros(num_frames)
+    if world.stars:
+        outside = np.ones((num_frames, height, width), dtype=bool)
+        for obj in objects:
+            if obj.start is not None:
+                for t, (x, y) in enumerate(object_track(obj, world)[:num_frames]):
+                    outside[t, y:y + SPRITE_SIZE, x:x + SPRITE_SIZE] = False
+        smeared = ((dark_distance > STAR_CLEAN_DISTANCE) & ~((labels >= 1) & (labels < STAR_LABEL))
+                   & outside).sum(axis=(1, 2)).astype(np.float64)
     mean_area = area.mean(axis=0) if num_frames else np.zeros(n)
     kind_ok = np.array([(mean_area[j] >= KIND_SPLIT) == (o.kind == "square") for j, o in enumerate(objects)],
                        dtype=bool)
@@ -149,7 +158,10 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
         reasons.append(f"motion off by {position_error.max():.2f} px")
     if (stray >= STRAY_LIMIT).any():
         reasons.append("unrequested colour present")
+    if (smeared >= SMEAR_LIMIT).any():
+        reasons.append(f"stars smeared ({int(smeared.max())} pixels in a frame)")
     return ClipAnalysis(area=area, centre=centre, position_error=position_error, stray=stray, unclean=unclean,
+                        smeared=smeared,
                         present=present, kind_ok=kind_ok, quality=quality, success=not reasons, reasons=reasons)
 
 
@@ -157,7 +169,7 @@ def frame_passes(analysis, condition):
     """Per-frame success [T] bool: every conditioned object present and not smeared, within POSITION_TOLERANCE of
     its track, no unrequested colour (the per-frame part of the success check; the kind is judged per clip)."""
     expected = np.array([SPRITE_AREA[o.kind] for o in condition.objects], dtype=np.float64)
-    ok = analysis.stray < STRAY_LIMIT
+    ok = (analysis.stray < STRAY_LIMIT) & (analysis.smeared < SMEAR_LIMIT)
     if len(expected):
         ok = ok & analysis.present.all(axis=1) & (analysis.area <= expected[None, :] + EXTRA_AREA).all(axis=1) \
             & (analysis.position_error <= POSITION_TOLERANCE).all(axis=1)

@@ -16,7 +16,7 @@ loaded without it (plain `load_wan`), the models are NOT the trained ones.
 - drafter: dim 64 (2 heads), 2 layers, FFN 192: 5.5x fewer FLOPs per call (`python -m bench.train --measure`
   prints the counted FLOPs and the measured CPU wall per call of both), trained in two stages (drafter_stage1:
   1 layer, FFN 256, the whole noise range; then grown and trained at its own four sampling sigmas only);
-- target_mm: the target's architecture, fine-tuned from it in the multimodal world (bench/world.py), for DTS.
+- target_stars: the target's architecture, fine-tuned from it in the star world (bench/world.py), for DTS.
 
 What did not train within the CPU budget (about 10 minutes of one core each, judged by clips generated from
 noise): 8x8-pixel patches; conditions that give only the start and the velocity (the models had to learn the
@@ -46,11 +46,13 @@ MODEL_CONFIGS = {
     "target": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
     "drafter": dict(dim=64, ffn_dim=192, num_heads=2, num_layers=2),
     "drafter_stage1": dict(dim=64, ffn_dim=256, num_heads=2, num_layers=1),  # the drafter's first training stage
-    # the multimodal world's model (DTS only): the target's architecture, fine-tuned from it
-    "target_mm": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
+    # the star world's model (DTS only): the target's architecture, fine-tuned from it
+    "target_stars": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
+    "target_stars_stage1": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),  # its training stages
+    "target_stars_stage2": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
 }
 SHIPPED = ("target", "drafter")
-WORLD_OF = {"target_mm": "multimodal"}  # models of another world than the default
+WORLD_OF = {"target_stars": "stars", "target_stars_stage1": "stars", "target_stars_stage2": "stars"}  # models of another world than the default
 # SDVG's drafter schedule (Self-Forcing style: x0, then fresh noise at the next sigma). Neither model uses the
 # Self-Forcing sigmas (they stop at 0.625, where these models' x0 estimate is still a blur).
 DRAFTER_SIGMAS = (1.0, 0.75, 0.5, 0.25)

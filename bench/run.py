@@ -1,13 +1,14 @@
 """The benchmark: DTS and SDVG against their baselines on the toy world's tiny models, in one run.
 
 Every figure is measured in this run and also given as a ratio to its baseline from the same run:
-- DTS (one model as an ordinary denoiser of the whole clip), in two worlds: the multimodal world (model
-  target_mm; the condition leaves each horizontally moving sprite's direction open, and few-step Euler loses
-  success there) and the default world (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's
+- DTS (one model as an ordinary denoiser of the whole clip), in two worlds: the star world (model target_stars;
+  the condition leaves the stars of the background open, and few-step Euler smears them) and the default world
+  (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's
   target grid), Euler-10, DTS at the paper's settings in size-independent units (strides 10/2, chunk 6, rms
   threshold 0.0375 and increment 0.005 = the paper's L2 11 and 1.5 on 7x3x64x64 frames: the nodes' defaults),
-  sweeps over the chunk and the threshold, and every DTS setting again in auto mode. All DTS runs use the same
-  100-step fine schedule as Euler-100.
+  sweeps over the chunk and the threshold, and every DTS setting again in auto mode (one auto_memory per model
+  for the whole run, as a ComfyUI server keeps one per loaded model). All DTS runs use the same 100-step fine
+  schedule as Euler-100.
 - SDVG (block-autoregressive with KV caches, default world): target-only (tau = +inf, baseline), draft-only
   (tau = -inf) and SDVG at several tau, with the world's analytic quality score as the router, and the router's
   rank correlation with success.
@@ -32,7 +33,7 @@ from samplers.methods.sdvg import speculative_generate
 from .check import IdentityDecoder, WorldRouter, analyse, frame_passes
 from .models import (DRAFTER_SIGMAS, FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas,
                      load_model)
-from .world import DEFAULT_WORLD, MULTIMODAL_WORLD, latent_to_frames, sample_clip
+from .world import DEFAULT_WORLD, STAR_WORLD, latent_to_frames, sample_clip
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -49,8 +50,7 @@ TARGET_SIGMAS = tuple(float(s) for s in flow_sigmas(10)[:-1])
 class Settings:
     """What one benchmark run measures. `quick()` is the README's main-job command, `tiny()` the test's.
 
-    DTS runs in two worlds: the multimodal one (`MULTIMODAL_WORLD`, model target_mm: few-step sampling fails
-    there) with the chunk / threshold sweeps and an auto row per DTS setting, and the default one (model target)
+    DTS runs in two worlds: the star world (`STAR_WORLD`, model target_stars: few-step sampling fails there) with the chunk / threshold sweeps and an auto row per DTS setting, and the default one (model target)
     with `default_world_sweeps` or only Euler, the paper's setting and its auto row."""
     dts_seeds: int = 32
     default_dts_seeds: int = 16
@@ -58,6 +58,8 @@ class Settings:
     euler_steps: tuple = (100, 50, 10)
     chunks: tuple = (2, 4, 6, 8, 10)
     thresholds: tuple = (0.0002, 0.0005, 0.002, 0.01, 0.1)  # rms; the first round's drafts lie 1e-4 to 1e-3 away
+    # (target_stride, threshold) rows; stride 1: the target solves Euler-100's own grid
+    target_strides: tuple = ((1, 0.0375), (1, 0.001), (1, 0.0005))
     default_world_sweeps: bool = True
     taus: tuple = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
     seed_offset: int = 1000  # benchmark seeds are disjoint from the training stream and the tests' fixed seed
@@ -66,13 +68,14 @@ class Settings:
 
     @classmethod
     def quick(cls):
-        return cls(dts_seeds=8, default_dts_seeds=4, sdvg_seeds=16, chunks=(2, 6, 10), thresholds=(0.0005, 0.002),
-                   default_world_sweeps=False, taus=(0.3, 0.5, 0.7, 0.8, 0.9), label="quick")
+        return cls(dts_seeds=8, default_dts_seeds=4, sdvg_seeds=16, chunks=(2, 6, 10), thresholds=(0.0005,),
+                   target_strides=((1, 0.001),), default_world_sweeps=False, taus=(0.3, 0.5, 0.7, 0.8, 0.9),
+                   label="quick")
 
     @classmethod
     def tiny(cls):
         return cls(dts_seeds=1, default_dts_seeds=1, sdvg_seeds=1, chunks=(6,), thresholds=(0.0375,),
-                   default_world_sweeps=False, taus=(0.7,), label="tiny")
+                   target_strides=(), default_world_sweeps=False, taus=(0.7,), label="tiny")
 
 
 def _clock():
@@ -95,6 +98,9 @@ def dts_methods(settings, sweeps=True):
                           if chunk != paper["chunk"]]
         settings_list += [(f"DTS thr {threshold:g}", dict(paper, threshold=threshold))
                           for threshold in settings.thresholds if threshold != paper["threshold"]]
+        settings_list += [(f"DTS target stride {stride}, thr {threshold:g}",
+                           dict(paper, target_stride=stride, threshold=threshold))
+                          for stride, threshold in settings.target_strides]
     for name, options in settings_list:
         methods.append((name, "dts", options))
     for name, options in settings_list:
@@ -107,7 +113,7 @@ def initial_noise(seed, world=DEFAULT_WORLD):
     return torch.randn((1, world.channels, world.frames, world.height, world.width), generator=generator)
 
 
-def run_dts_method(model, kind, options, condition, seed, fine_sigmas, world=DEFAULT_WORLD):
+def run_dts_method(model, kind, options, condition, seed, fine_sigmas, world=DEFAULT_WORLD, auto_memory=None):
     """One sample: returns (clip [C, T, H, W], calls, evals, seconds, sample_dts stats or None)."""
     denoiser = FlowDenoiser(model, condition.tokens(world)[None], world.frames_per_block)
     x = initial_noise(seed, world)
@@ -118,7 +124,8 @@ def run_dts_method(model, kind, options, condition, seed, fine_sigmas, world=DEF
         out = euler_sample(denoiser, x, flow_sigmas(options["steps"], shift=SHIFT) if sigmas is None else sigmas)
     else:
         stats = {}
-        out = sample_dts(denoiser, x, fine_sigmas, disable=True, stats=stats, **options)
+        memory = dict(auto_memory=auto_memory) if options.get("auto") else {}
+        out = sample_dts(denoiser, x, fine_sigmas, disable=True, stats=stats, **options, **memory)
     seconds = _clock() - start
     return out[0], denoiser.calls, denoiser.evals, seconds, stats
 
@@ -144,6 +151,7 @@ def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=
                        success=[], auto=[], paired_euler=[]) for name, kind, options in methods}
     clips = {}
     baseline = methods[0][0]
+    auto_memory = {}  # auto mode's measurements, kept for the whole run (as the ComfyUI node keeps them per model)
     for index in range(seeds):
         seed = settings.seed_offset + index
         condition, _ = sample_clip(seed, world)
@@ -156,7 +164,7 @@ def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=
                 if index % 2 == 0:
                     row_euler = run_dts_method(model, "euler", grid_options, condition, seed, fine_sigmas, world)[3]
                 clip, calls, evals, seconds, stats = run_dts_method(model, kind, options, condition, seed,
-                                                                    fine_sigmas, world)
+                                                                    fine_sigmas, world, auto_memory)
                 if index % 2 == 1:
                     row_euler = run_dts_method(model, "euler", grid_options, condition, seed, fine_sigmas, world)[3]
                 rows[name]["paired_euler"].append(row_euler)
@@ -171,7 +179,7 @@ def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=
             row["seconds"].append(seconds)
             if stats is not None and "auto" in stats:
                 row["auto"].append(dict(choice=stats["auto"]["choice"], chunks=stats["auto"]["chunks"],
-                                        reason=stats["auto"]["reason"],
+                                        reason=stats["auto"]["reason"], probes=stats["auto"]["probe_calls"],
                                         cost_ratios=stats["auto"]["cost_ratios"]))
             difference = (clip - reference).flatten()
             row["l2"].append(float(difference.norm()))
@@ -192,6 +200,7 @@ def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=
             entry["auto_kept_dts_share"] = _mean(a["choice"] == "dts" for a in row["auto"])  # and did not fall back
             entry["auto_chunks"] = sorted({c for a in row["auto"] for c in a["chunks"]})
             entry["auto_reasons"] = [a["reason"] for a in row["auto"]]
+            entry["auto_probes"] = sum(a["probes"] for a in row["auto"])
             ratios = [a["cost_ratios"].get("2") for a in row["auto"] if a["cost_ratios"].get("2") is not None]
             entry["auto_cost_ratio_2"] = _mean(ratios) if ratios else None
             entry["paired_euler_seconds"] = _mean(row["paired_euler"])
@@ -203,10 +212,13 @@ def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=
 # ------------------------------------------------------------------------------------------------------------
 # SDVG
 
+ORACLE = "SDVG, success check as router"  # the best any router could do with this drafter
+
+
 def sdvg_methods(settings):
     methods = [("target-only", math.inf), ("draft-only", -math.inf)]
     methods += [(f"SDVG tau {tau:g}", float(tau)) for tau in settings.taus]
-    return methods
+    return methods + [(ORACLE, 0.5)]
 
 
 def make_runner(model, world=DEFAULT_WORLD):
@@ -233,6 +245,16 @@ class RecordingRouter(WorldRouter):
         return scores
 
 
+class OracleRouter(RecordingRouter):
+    """Scores a draft 1 when all its frames pass the per-frame success check given the committed frames, else 0:
+    the router no real one can beat (the success check is what the benchmark judges), so SDVG with it at tau 0.5
+    shows what this drafter allows at best."""
+
+    def score(self, frames, prompt=""):
+        super().score(frames, prompt)
+        return torch.full((len(frames),), float(self.records[-1][1]))
+
+
 def spearman(xs, ys):
     """Spearman rank correlation (average ranks for ties); None when either side is constant or n < 3."""
     import numpy as np
@@ -254,15 +276,17 @@ def spearman(xs, ys):
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAULT_WORLD, router_records=None):
+def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAULT_WORLD, router_records=None,
+                  oracle=False):
     """One clip: returns (clip [C, T, H, W], stats, seconds). router_records: a list that receives the router's
-    (score, draft passes) records."""
+    (score, draft passes) records. oracle: route with the success check itself (OracleRouter)."""
     context = condition.tokens(world)[None]
     drafter, target = make_runner(drafter_model, world), make_runner(target_model, world)
     drafter.reset(context)
     target.reset(context)
     decoder = IdentityDecoder()
-    router = RecordingRouter(condition, history=decoder.committed_frames, aggregation="min", world=world)
+    router = (OracleRouter if oracle else RecordingRouter)(condition, history=decoder.committed_frames,
+                                                           aggregation="min", world=world)
     stats = {}
     start = _clock()
     latent, _ = speculative_generate(
@@ -282,14 +306,15 @@ def run_sdvg(drafter_model, target_model, settings, world=DEFAULT_WORLD, log=pri
     clips = {}
     # The router's correlation with success is measured on the drafts of the lowest finite tau (the run that
     # commits the most drafts, so later drafts follow committed drafts as in use).
-    correlation_tau = min((tau for _, tau in methods if math.isfinite(tau)), default=None)
+    correlation_tau = min((tau for name, tau in methods if math.isfinite(tau) and name != ORACLE), default=None)
     records, clip_scores, clip_success = [], [], []
     for index in range(settings.sdvg_seeds):
         seed = settings.seed_offset + index
         condition, _ = sample_clip(seed, world)
         for name, tau in methods:
-            clip, stats, seconds = run_sdvg_once(drafter_model, target_model, condition, seed, tau, world,
-                                                 records if tau == correlation_tau else None)
+            clip, stats, seconds = run_sdvg_once(
+                drafter_model, target_model, condition, seed, tau, world,
+                records if tau == correlation_tau and name != ORACLE else None, oracle=name == ORACLE)
             analysis = analyse(clip, condition, world)
             row = rows[name]
             row["seconds"].append(seconds)
@@ -354,15 +379,17 @@ def auto_table(dts):
     rows = [row for row in dts["rows"] if "vs_target_grid_euler" in row]
     if not rows:
         return ""
-    lines = ["| setting | seeds with DTS rounds (kept to the end) | chunks run | probe: 2 positions cost (x one call) "
-             "| wall, CPU ms | wall vs plain Euler on the same grid, timed alongside (its ms) | calls | success |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | seeds with DTS rounds (kept to the end) | chunks run | 2 positions cost (x one call) "
+             "| probe calls, all seeds | wall, CPU ms | wall vs plain Euler on the same grid, timed alongside (its ms) "
+             "| calls | success |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ratio = row["auto_cost_ratio_2"]
         lines.append(
             f"| {row['name']} | {100 * row['auto_dts_share']:.0f}% ({100 * row['auto_kept_dts_share']:.0f}%) "
             f"| {', '.join(str(c) for c in row['auto_chunks']) or '-'} "
-            f"| {'not probed' if ratio is None else f'{ratio:.2f}'} | {1000 * row['seconds']:.0f} "
+            f"| {'not measured' if ratio is None else f'{ratio:.2f}'} | {row['auto_probes']} "
+            f"| {1000 * row['seconds']:.0f} "
             f"| {row['vs_target_grid_euler']:.3f}x ({1000 * row['paired_euler_seconds']:.0f}) "
             f"| {row['calls']:.1f} | {100 * row['success']:.0f}% |")
     return "\n".join(lines)
@@ -448,18 +475,19 @@ def plot_frontiers(dts, sdvg, path):
     xs, ys = [], []
     for row in sdvg["rows"]:
         speedup = base["seconds"] / row["seconds"]
-        retention = row["quality"] / base["quality"]
-        colour = "tab:gray" if not row["name"].startswith("SDVG") else "tab:orange"
+        retention = row["success"] / base["success"] if base["success"] else float("nan")
+        tau_row = row["name"].startswith("SDVG tau")
+        colour = "tab:orange" if tau_row else ("tab:green" if row["name"] == ORACLE else "tab:gray")
         right.scatter(speedup, 100 * retention, color=colour)
         right.annotate(row["name"].replace("SDVG ", ""), (speedup, 100 * retention), fontsize=7, xytext=(3, 3),
                        textcoords="offset points")
-        if row["name"].startswith("SDVG"):
+        if tau_row:
             xs.append(speedup)
             ys.append(100 * retention)
     order = sorted(range(len(xs)), key=lambda i: xs[i])
     right.plot([xs[i] for i in order], [ys[i] for i in order], color="tab:orange", alpha=0.5)
     right.set_xlabel("speed-up in CPU wall time vs target-only")
-    right.set_ylabel("router score retention vs target-only (%)")
+    right.set_ylabel("success retention vs target-only (%)")
     right.set_title("SDVG: drafter + router + target")
     right.grid(alpha=0.3)
     figure.tight_layout()
@@ -517,19 +545,19 @@ def write_gif(rows, path, scale=8):
 
 # ------------------------------------------------------------------------------------------------------------
 
-def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None, target_mm=None,
+def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None, target_stars=None,
         world=DEFAULT_WORLD):
     """Run the benchmark; writes tables, JSON and pictures under out_dir and returns the results dict."""
     settings = Settings.quick() if settings is None else settings
     torch.set_num_threads(settings.threads)
     target = load_model("target") if target is None else target
     drafter = load_model("drafter") if drafter is None else drafter
-    target_mm = load_model("target_mm") if target_mm is None else target_mm
+    target_stars = load_model("target_stars") if target_stars is None else target_stars
     os.makedirs(out_dir, exist_ok=True)
     started = _clock()
-    log(f"DTS in the multimodal world (model target_mm): {settings.dts_seeds} seed(s), "
+    log(f"DTS in the star world (model target_stars): {settings.dts_seeds} seed(s), "
         f"{len(dts_methods(settings))} methods")
-    dts = run_dts(target_mm, settings, MULTIMODAL_WORLD, log)
+    dts = run_dts(target_stars, settings, STAR_WORLD, log)
     log(f"DTS in the default world (model target): {settings.default_dts_seeds} seed(s), "
         f"{len(dts_methods(settings, settings.default_world_sweeps))} methods")
     dts_default = run_dts(target, settings, world, log, seeds=settings.default_dts_seeds,
@@ -538,9 +566,9 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
     sdvg = run_sdvg(drafter, target, settings, world, log)
     seconds = _clock() - started
     machine = machine_description(settings.threads)
-    tables = (f"## DTS, multimodal world (target_mm, {settings.dts_seeds} seeds, 100-step fine schedule, shift "
+    tables = (f"## DTS, star world (target_stars, {settings.dts_seeds} seeds, 100-step fine schedule, shift "
               f"{SHIFT:g})\n\n{dts_table(dts)}\n\n"
-              f"### DTS auto (multimodal world): what it chose, and its wall time against plain Euler on the same "
+              f"### DTS auto (star world): what it chose, and its wall time against plain Euler on the same "
               f"grid\n\n{auto_table(dts)}\n\n"
               f"## DTS, default world (target, {settings.default_dts_seeds} seeds)\n\n{dts_table(dts_default)}\n\n"
               f"{auto_table(dts_default)}\n\n"
@@ -552,7 +580,7 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
     with open(paths["tables"], "w") as handle:
         handle.write(tables)
     serialisable = dict(settings=settings.__dict__, machine=machine, seconds=seconds,
-                        dts=dict(world="multimodal", baseline=dts["baseline"], rows=dts["rows"]),
+                        dts=dict(world="stars", baseline=dts["baseline"], rows=dts["rows"]),
                         dts_default_world=dict(world="default", baseline=dts_default["baseline"],
                                                rows=dts_default["rows"]),
                         sdvg=dict(baseline=sdvg["baseline"], router=sdvg["router"],
@@ -570,7 +598,7 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
             plot_frontiers(dts, sdvg, paths["plot"])
         strip_rows = [(name, dts["clips"][name]) for name in ("Euler-100", "Euler-10") if name in dts["clips"]]
         strip_rows.append(("DTS paper", dts["clips"][dts["rows"][3]["name"]]))
-        sdvg_names = [r["name"] for r in sdvg["rows"]]
+        sdvg_names = [r["name"] for r in sdvg["rows"] if r["name"] != ORACLE]
         middle = sdvg_names[2 + len(sdvg_names[2:]) // 2]
         strip_rows += [(name, sdvg["clips"][name]) for name in ("target-only", "draft-only", middle)]
         paths["strip"] = os.path.join(out_dir, "strip.png")

@@ -29,7 +29,7 @@ from samplers.models.wan import save_wan
 
 from .models import (DRAFTER_SIGMAS, MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, WORLD_OF, build_model, model_config,
                      weights_path)
-from .world import DEFAULT_WORLD, MAX_OBJECTS, MULTIMODAL_WORLD, sample_batch
+from .world import DEFAULT_WORLD, MAX_OBJECTS, STAR_WORLD, sample_batch
 
 # The recipe of the shipped weights (from scratch, fixed seeds): `python -m bench.train --model target` and
 # `python -m bench.train --model drafter` (see bench/weights/*.json for how long they ran, on how many threads).
@@ -40,10 +40,16 @@ DEFAULTS = {
     # trained only at its own four sigmas, block by block after clean committed blocks (how SDVG runs it)
     "drafter": dict(steps=2000, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(0.0, 1.0),
                     sigma_set=DRAFTER_SIGMAS, init="drafter_stage1"),
-    # the multimodal world (DTS only, so only the "uniform" noise pattern), fine-tuned from the shipped target
-    "target_mm": dict(steps=1200, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(1.0, 0.0), init="target"),
+    # the star world (DTS only, so only the "uniform" noise pattern), fine-tuned from the shipped target in three
+    # stages, each a new warm-up and cosine decay (the stages' weights are not shipped: git-ignored)
+    "target_stars_stage1": dict(steps=1500, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(1.0, 0.0),
+                                init="target"),
+    "target_stars_stage2": dict(steps=2400, batch=16, lr=1.5e-3, seed=0, shift=3.0, patterns=(1.0, 0.0),
+                                init="target_stars_stage1"),
+    "target_stars": dict(steps=2400, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(1.0, 0.0),
+                         init="target_stars_stage2"),
 }
-WORLDS = {"default": DEFAULT_WORLD, "multimodal": MULTIMODAL_WORLD}
+WORLDS = {"default": DEFAULT_WORLD, "stars": STAR_WORLD}
 
 
 def block_sigmas(generator, batch, num_blocks, shift=1.0, patterns=(0.25, 0.55), sigma_set=None):

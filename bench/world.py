@@ -12,6 +12,11 @@ conditioned position in that frame (x, y one-hots and normalised). The condition
 by frame, as in trajectory- or box-conditioned video models: tiny models trained for minutes on a CPU did not learn
 to turn a start and a velocity into bouncing positions (bench/models.py says what was measured). A condition
 determines its clip, and the success check asks for that clip's track.
+
+The star world (STAR_WORLD, DTS's benchmark world) adds what a condition does not fix: each background pixel of
+each frame is a star with probability 1/4, independently. Every such pixel is a two-way choice that sampling
+settles late (the two values differ by little), so a few coarse steps average it into a smear, as few-step
+samplers blur the detail of real videos; bench/check.py fails a frame with smeared stars.
 """
 from dataclasses import dataclass, field
 
@@ -51,7 +56,7 @@ FRAME_SLICE = slice(START_SLICE.stop, START_SLICE.stop + MAX_FRAMES)
 X_SLICE = slice(FRAME_SLICE.stop, FRAME_SLICE.stop + START_POSITIONS)
 Y_SLICE = slice(X_SLICE.stop, X_SLICE.stop + START_POSITIONS)
 POSITION_SLICE = slice(Y_SLICE.stop, Y_SLICE.stop + 2)
-TOKEN_FEATURES = POSITION_SLICE.stop + 1  # 56 (the last one: the multimodal world's free-direction flag)
+TOKEN_FEATURES = POSITION_SLICE.stop  # 55
 TEXT_DIM = 64  # the models' text_dim: the token padded with zeros
 
 
@@ -63,10 +68,10 @@ class WorldConfig:
     frames: int = 12
     frames_per_block: int = 3
     channels: int = 3
-    # The multimodal setting (MULTIMODAL_WORLD): the condition does not say whether a sprite that moves
-    # horizontally moves left or right. Its tokens carry both candidate x positions in every frame (a two-hot),
-    # so the clip has two modes per such sprite; the success check accepts either, consistently over the clip.
-    free_x_direction: bool = False
+    # The star world (STAR_WORLD, for DTS): every background pixel of every frame shows a star (grey STAR_LEVEL)
+    # with this probability, independently. The condition does not fix the stars, so the clip has a late-deciding
+    # two-way choice at every background pixel: what few coarse sampling steps average into smears.
+    stars: float = 0.0
 
     @property
     def num_blocks(self):
@@ -74,8 +79,8 @@ class WorldConfig:
 
 
 DEFAULT_WORLD = WorldConfig()
-MULTIMODAL_WORLD = WorldConfig(free_x_direction=True)
-FREE_X_FLAG = POSITION_SLICE.stop  # token feature 55: 1 when the sprite's x direction is left open
+STAR_WORLD = WorldConfig(stars=0.25)
+STAR_LEVEL = (0.5, 0.5, 0.5)  # a star's RGB colour (latent 0): 0.87 from the background, >= 0.87 from every colour
 
 
 @dataclass
@@ -116,18 +121,14 @@ class Condition:
             rows[:, 0] = 1.0
             rows[:, 1 + COLOUR_NAMES.index(obj.colour)] = 1.0
             rows[:, 1 + len(COLOUR_NAMES) + KINDS.index(obj.kind)] = 1.0
-            free = world.free_x_direction and obj.velocity[0] != 0
-            rows[:, VELOCITY_SLICE] = torch.tensor([0.0 if free else float(obj.velocity[0]), float(obj.velocity[1])])
+            rows[:, VELOCITY_SLICE] = torch.tensor([float(obj.velocity[0]), float(obj.velocity[1])])
             rows[:, START_SLICE] = torch.tensor([x, y], dtype=torch.float32) / (START_POSITIONS - 1)
-            rows[:, FREE_X_FLAG] = float(free)
-            tracks = [object_track(o, world) for o in candidate_objects(obj, world)]
+            track = object_track(obj, world)
             for t in range(world.frames):
-                track_y = int(tracks[0][t, 1])
+                track_x, track_y = int(track[t, 0]), int(track[t, 1])
                 rows[t, FRAME_SLICE.start + t] = 1.0
+                rows[t, X_SLICE.start + track_x] = 1.0
                 rows[t, Y_SLICE.start + track_y] = 1.0
-                for track in tracks:  # a two-hot when the direction is open
-                    rows[t, X_SLICE.start + int(track[t, 0])] = 1.0
-                track_x = sum(float(track[t, 0]) for track in tracks) / len(tracks)
                 rows[t, POSITION_SLICE] = torch.tensor([track_x, track_y], dtype=torch.float32) / (START_POSITIONS - 1)
         return out.flatten(0, 1)
 
@@ -154,15 +155,6 @@ def bounce_track(start, velocity, frames, limit):
     return positions
 
 
-def candidate_objects(obj, world=DEFAULT_WORLD):
-    """The objects a condition allows for `obj`: itself, and in the multimodal world also its horizontal mirror
-    in velocity (same start) when it moves horizontally."""
-    if world.free_x_direction and obj.velocity[0] != 0:
-        mirrored = WorldObject(obj.colour, obj.kind, (-obj.velocity[0], obj.velocity[1]), obj.start)
-        return [obj, mirrored] if obj.velocity[0] > 0 else [mirrored, obj]
-    return [obj]
-
-
 def object_track(obj, world=DEFAULT_WORLD):
     """Top-left (x, y) of the sprite in every frame: int array [T, 2]."""
     xs = bounce_track(obj.start[0], obj.velocity[0], world.frames, world.width - SPRITE_SIZE)
@@ -187,21 +179,24 @@ def sample_condition(rng, world=DEFAULT_WORLD, num_objects=None):
                 start=(int(rng.integers(0, world.width - SPRITE_SIZE + 1)),
                        int(rng.integers(0, world.height - SPRITE_SIZE + 1))),
             ))
-        # every track the condition allows (both directions in the multimodal world) keeps the sprites apart
-        tracks = [[object_track(c, world) for c in candidate_objects(o, world)] for o in objects]
-        apart = all(
-            (np.abs(a - b).max(axis=1) >= SPRITE_SIZE).all()
-            for i in range(n) for j in range(i + 1, n) for a in tracks[i] for b in tracks[j]
-        )
+        tracks = [object_track(o, world) for o in objects]
+        apart = all((np.abs(tracks[i] - tracks[j]).max(axis=1) >= SPRITE_SIZE).all()
+                    for i in range(n) for j in range(i + 1, n))
         if apart:
             return Condition(objects)
     raise RuntimeError("sample_condition: could not place the objects apart (world too small?)")
 
 
-def render(condition, world=DEFAULT_WORLD):
-    """The ground-truth clip of a condition with start positions: float32 tensor [C, T, H, W] in [-1, 1]."""
+def render(condition, world=DEFAULT_WORLD, rng=None):
+    """The ground-truth clip of a condition with start positions: float32 tensor [C, T, H, W] in [-1, 1].
+
+    In a world with stars, `rng` (numpy Generator) draws them: the condition does not fix them."""
     frames = np.zeros((world.frames, world.height, world.width, 3), dtype=np.float32)
     frames[...] = BACKGROUND
+    if world.stars:
+        if rng is None:
+            raise ValueError("render: a world with stars needs `rng` (the condition does not fix the stars)")
+        frames[rng.random((world.frames, world.height, world.width)) < world.stars] = STAR_LEVEL
     for obj in condition.objects:
         sprite = SPRITES[obj.kind]
         colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
@@ -215,13 +210,13 @@ def sample_clip(seed, world=DEFAULT_WORLD, num_objects=None):
     """(condition, clip [C, T, H, W]) for a seed: the same seed always gives the same clip."""
     rng = np.random.default_rng(seed)
     condition = sample_condition(rng, world, num_objects)
-    return condition, render(condition, world)
+    return condition, render(condition, world, rng)
 
 
 def sample_batch(rng, batch_size, world=DEFAULT_WORLD):
     """Training batch: (clips [B, C, T, H, W], context [B, MAX_OBJECTS * frames, TEXT_DIM])."""
     conditions = [sample_condition(rng, world) for _ in range(batch_size)]
-    clips = torch.stack([render(c, world) for c in conditions])
+    clips = torch.stack([render(c, world, rng) for c in conditions])
     context = torch.stack([c.tokens(world) for c in conditions])
     return clips, context
 

@@ -15,11 +15,11 @@ def shipped_models():
 
 
 @functools.lru_cache(maxsize=None)
-def multimodal_target():
-    """The multimodal world's model target_mm (loaded once per session)."""
+def star_target():
+    """The star world's model target_stars (loaded once per session)."""
     from bench.models import load_model
 
-    return load_model("target_mm")
+    return load_model("target_stars")
 
 
 def shuffled(clip, seed=0):
@@ -53,4 +53,4 @@ def ground_truth(seed):
     return sample_clip(seed)
 
 
-__all__ = ["shipped_models", "multimodal_target", "shuffled", "frozen", "wrong_colours", "wrong_kinds", "ground_truth"]
+__all__ = ["shipped_models", "star_target", "shuffled", "frozen", "wrong_colours", "wrong_kinds", "ground_truth"]
