@@ -177,17 +177,21 @@ class AutoPlanner:
     in AUTO_BUDGET of plain Euler's whole run, then a choice. Expected seconds per draft segment:
     plain Euler `n * c(1)`; DTS with chunk K `(K * c(1) + n * ceil(K / g) * c(g)) / E[advance]`, g = min(K, cap),
     E[advance] = 1 + p + ... + p^(K-1) with p the observed share of judged drafts accepted (1 before any
-    round; a round that rejects counts its rejected draft as judged, Laplace-style: (accepted + 1) / (judged + 1)).
+    round; a round that rejects counts its rejected draft as judged, Laplace-style: (accepted + 1) / (judged + 1),
+    counting the drafts of earlier runs with the same options when the memory holds them).
     DTS is chosen when its best K is AUTO_MARGIN below plain Euler; otherwise, and whenever a later round's
     re-plan says so, plain Euler runs for the rest of the grid (once chosen, for good). A one-at-a-time target
     (K calls per sub-step of batch B) can never beat plain Euler, so it is never chosen.
 
-    memory: {size m: [c(m) / c(1) of earlier runs]} for the same model and input shape (sample_dts's
-    auto_memory), or None. A size with AUTO_REMEMBERED ratios there is not probed: c(m) = c(1) x their median
-    (c(1) is always this run's own). `remember()` adds this run's measured ratios.
+    memory: what earlier runs of the same model and input shape measured (sample_dts's auto_memory), or None:
+    {"cost_ratios": {size m: [c(m) / c(1)]}, "acceptance": {options: [accepted, judged]}}. A size with
+    AUTO_REMEMBERED ratios there is not probed: c(m) = c(1) x their median (c(1) is always this run's own). The
+    drafts judged in earlier runs with the same `options` (strides, threshold, increment, metric) count in p.
+    `remember()` adds this run's measurements.
     """
 
-    def __init__(self, *, num_steps, draft_stride, target_stride, chunk, max_parallel, parallel_target, memory=None):
+    def __init__(self, *, num_steps, draft_stride, target_stride, chunk, max_parallel, parallel_target, memory=None,
+                 options=None):
         self.per_segment = math.ceil(draft_stride / target_stride)
         self.euler_calls = target_grid_steps(num_steps, draft_stride, target_stride)
         self.chunk_cap = chunk
@@ -195,6 +199,7 @@ class AutoPlanner:
         self.parallel_target = parallel_target
         self.samples = {}  # call size m -> [seconds]
         self.memory = memory
+        self.options = options
         self.accepted = 0
         self.judged = 0
         self.probe_seconds = 0.0
@@ -212,7 +217,7 @@ class AutoPlanner:
         """{size: median cost ratio} of the sizes this run takes from earlier runs instead of probing."""
         if not self.memory:
             return {}
-        return {m: sorted(r)[len(r) // 2] for m, r in self.memory.items()
+        return {m: sorted(r)[len(r) // 2] for m, r in self.memory.get("cost_ratios", {}).items()
                 if len(r) >= AUTO_REMEMBERED and m not in self.samples}
 
     def known(self):
@@ -223,13 +228,20 @@ class AutoPlanner:
         return known
 
     def remember(self):
-        """Add this run's measured cost ratios c(m) / c(1) to the memory (the last AUTO_REMEMBER_LAST per size)."""
-        if self.memory is None or 1 not in self.samples:
+        """Add this run's measured cost ratios c(m) / c(1) (the last AUTO_REMEMBER_LAST per size) and its judged
+        drafts to the memory."""
+        if self.memory is None:
+            return
+        if self.judged:
+            counts = self.memory.setdefault("acceptance", {}).setdefault(self.options, [0, 0])
+            counts[0] += self.accepted
+            counts[1] += self.judged
+        if 1 not in self.samples:
             return
         single = self.cost(1)
         for m, seconds in self.samples.items():
             if m != 1 and seconds and single > 0:
-                ratios = self.memory.setdefault(m, [])
+                ratios = self.memory.setdefault("cost_ratios", {}).setdefault(m, [])
                 ratios.append(sorted(seconds)[len(seconds) // 2] / single)
                 del ratios[:-AUTO_REMEMBER_LAST]
 
@@ -251,7 +263,8 @@ class AutoPlanner:
         return known[min(above)]  # smaller than every measured size: at least as cheap, assume no cheaper
 
     def acceptance(self):
-        return (self.accepted + 1) / (self.judged + 1)
+        earlier = (self.memory or {}).get("acceptance", {}).get(self.options, (0, 0))
+        return (self.accepted + earlier[0] + 1) / (self.judged + earlier[1] + 1)
 
     def dts_seconds(self, chunk):
         """Expected seconds per draft segment of DTS with this chunk."""
@@ -400,9 +413,10 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
         chunk (at most `chunk`) that minimises the expected wall time, or plain Euler on the target grid (exactly
         the threshold-0 result) when batching does not pay (AutoPlanner says how). stats["auto"] says what it
         chose and why. clock: the time source auto mode measures with (default time.perf_counter).
-    auto_memory: a dict the caller keeps per model (e.g. for a server's lifetime) in which auto mode keeps the
-        batched-call cost ratios it measured, per input shape, dtype and device; once a batch size has been
-        measured in AUTO_REMEMBERED runs, later runs take its median instead of probing it again.
+    auto_memory: a dict the caller keeps per model (e.g. for a server's lifetime) in which auto mode keeps, per
+        input shape, dtype and device, the batched-call cost ratios it measured (once a batch size has been
+        measured in AUTO_REMEMBERED runs, later runs take its median instead of probing it again) and how many
+        drafts were accepted per option set (later runs start from that acceptance instead of assuming 1).
     callback({'x', 'i', 'sigma', 'sigma_hat', 'denoised', 'position'}) once per round: i = new accepted position
         - 1 (monotone, ends at N - 1 as k-diffusion's last step), x the accepted state at sigma = sigmas[position],
         denoised the target's last estimate that led there.
@@ -420,7 +434,9 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     if auto and auto_memory is not None:
         memory = auto_memory.setdefault((tuple(x.shape), str(x.dtype), str(x.device)), {})
     planner = AutoPlanner(num_steps=num_steps, draft_stride=draft_stride, target_stride=target_stride, chunk=chunk,
-                          max_parallel=max_parallel, parallel_target=parallel_target, memory=memory) if auto else None
+                          max_parallel=max_parallel, parallel_target=parallel_target, memory=memory,
+                          options=(draft_stride, target_stride, float(threshold), float(increment), metric)
+                          ) if auto else None
     model = timed_model(model, planner, clock, x.shape[0])
 
     def evaluate(states, sigma_vector):

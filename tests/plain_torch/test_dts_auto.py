@@ -200,8 +200,9 @@ def test_memory_skips_the_probe_after_enough_runs_and_keeps_the_exact_euler_resu
     assert probes == [1] * AUTO_REMEMBERED + [0, 0]
     assert clock.now - start == 50.0  # the last run: exactly plain Euler's 50 calls
     assert stats["auto"]["remembered"] == [2] and "remembered from earlier runs" in stats["auto"]["reason"]
-    (key, ratios), = memory.items()
-    assert key == ((1,) + tuple(x.shape[1:]), str(x.dtype), str(x.device)) and ratios == {2: [2.0] * AUTO_REMEMBERED}
+    (key, remembered), = memory.items()
+    assert key == ((1,) + tuple(x.shape[1:]), str(x.dtype), str(x.device))
+    assert remembered == {"cost_ratios": {2: [2.0] * AUTO_REMEMBERED}}  # plain Euler judged no draft
 
 
 def test_memory_is_per_input_shape_and_keeps_the_last_ratios():
@@ -212,11 +213,11 @@ def test_memory_is_per_input_shape_and_keeps_the_last_ratios():
     assert stats["auto"]["probe_calls"] == 1 and len(memory) == 2  # another shape is measured afresh
     for _ in range(AUTO_REMEMBER_LAST + 3):
         planner = AutoPlanner(num_steps=100, draft_stride=10, target_stride=2, chunk=6, max_parallel=None,
-                              parallel_target=True, memory=memory.setdefault("k", {}))
+                              parallel_target=True, memory=memory.setdefault("k", {}), options="o")
         planner.observe(1, 1.0)
         planner.observe(2, 1.5)
         planner.remember()
-    assert memory["k"][2] == [1.5] * AUTO_REMEMBER_LAST
+    assert memory["k"]["cost_ratios"][2] == [1.5] * AUTO_REMEMBER_LAST
 
 
 def test_remembered_cheap_batches_choose_dts_without_probing():
@@ -227,3 +228,18 @@ def test_remembered_cheap_batches_choose_dts_without_probing():
     auto = stats["auto"]
     assert auto["choice"] == "dts" and auto["probe_calls"] == 0 and auto["remembered"] == [2]  # 3 and 6 were measured again in its rounds
     assert stats["calls"] == 5 + (6 + 5) + (3 + 5)  # the measuring segment, then the same rounds, no probe
+
+
+def test_memory_carries_the_acceptance_of_earlier_runs_with_the_same_options():
+    # Threshold 0 rejects every draft: the first run pays for one DTS round before it falls back; a later run
+    # starts from that acceptance and runs plain Euler at once. Other options start afresh.
+    memory = {}
+    _, first, _, _, _, _ = run_auto(flat_up_to(8), threshold=0.0, auto_memory=memory)
+    assert first["auto"]["chunks"] == [6] and first["auto"]["choice"] == "euler"
+    out, second, model, _, denoiser, x = run_auto(flat_up_to(8), threshold=0.0, auto_memory=memory)
+    assert second["auto"]["chunks"] == [] and second["auto"]["acceptance"] == 0.5
+    assert torch.equal(out, euler_reference(denoiser, x, 100))
+    (remembered,) = memory.values()
+    assert remembered["acceptance"] == {(10, 2, 0.0, 0.0, "l2"): [0, 1]}  # the first run judged one draft
+    _, other, _, _, _, _ = run_auto(flat_up_to(8), threshold=math.inf, auto_memory=memory)
+    assert other["auto"]["chunks"] == [6, 6]

@@ -427,5 +427,5 @@ def test_auto_remembers_its_measurements_per_loaded_model(comfy, dts_nodes, dts_
     assert all("remembered" not in line for line in lines[:AUTO_REMEMBERED])
     assert "remembered from earlier runs" in lines[-1]
     (memory,) = dts_run.AUTO_MEMORY.values()
-    (shape, ratios), = memory.items()
-    assert shape[0] == tuple(latent["samples"].shape) and len(ratios[2]) >= AUTO_REMEMBERED
+    (shape, remembered), = memory.items()
+    assert shape[0] == tuple(latent["samples"].shape) and len(remembered["cost_ratios"][2]) >= AUTO_REMEMBERED
