@@ -180,7 +180,9 @@ class AutoPlanner:
     round; a round that rejects counts its rejected draft as judged, Laplace-style: (accepted + 1) / (judged + 1),
     counting the drafts of earlier runs with the same options when the memory holds them).
     DTS is chosen when its best K is AUTO_MARGIN below plain Euler; otherwise, and whenever a later round's
-    re-plan says so, plain Euler runs for the rest of the grid (once chosen, for good). A one-at-a-time target
+    re-plan says so, plain Euler runs for the rest of the grid (once chosen, for good). While no draft has been
+    judged (p is only its prior), the round has chunk 2: if its drafts are rejected, it loses at most two draft
+    calls and the second position of n target calls. A one-at-a-time target
     (K calls per sub-step of batch B) can never beat plain Euler, so it is never chosen.
 
     memory: what earlier runs of the same model and input shape measured (sample_dts's auto_memory), or None:
@@ -200,6 +202,7 @@ class AutoPlanner:
         self.samples = {}  # call size m -> [seconds]
         self.memory = memory
         self.options = options
+        self.used_memory = set()  # call sizes whose cost came from the memory in some decision
         self.accepted = 0
         self.judged = 0
         self.probe_seconds = 0.0
@@ -309,6 +312,7 @@ class AutoPlanner:
         best = max(chunk for chunk, seconds in options.items() if seconds <= fastest * (1 + 1e-9))
         self.expected = dict(euler=euler, dts=options[best], chunk=best)
         remembered = self.remembered()
+        self.used_memory.update(remembered)
         ratios = ", ".join(f"{m}: {self.cost(m) / self.cost(1):.2f}" for m in sorted(self.known()))
         if remembered:
             ratios += f" ({', '.join(str(m) for m in sorted(remembered))} remembered from earlier runs)"
@@ -320,7 +324,14 @@ class AutoPlanner:
         self.reason = (f"batched calls cost {ratios} single calls; chunk {best} expected at "
                        f"{options[best] / euler:.2f}x plain Euler's time per segment (acceptance "
                        f"{self.acceptance():.2f})")
+        if self.judged_so_far() == 0:  # p is only the prior: measure it with the cheapest round first
+            self.reason += "; a first round of chunk 2 measures the acceptance"
+            return 2
         return best
+
+    def judged_so_far(self):
+        """Drafts judged in this run and, with the same options, in the earlier runs of the memory."""
+        return self.judged + (self.memory or {}).get("acceptance", {}).get(self.options, (0, 0))[1]
 
     def fall_back(self, reason):
         self.choice = "euler"
@@ -332,7 +343,7 @@ class AutoPlanner:
             self.fall_back("the schedule ended within the first (measuring) draft segment")
         known = {m: self.cost(m) for m in sorted(self.known())}
         return dict(choice=self.choice, reason=self.reason, chunks=list(self.chunks),
-                    remembered=sorted(self.remembered()),
+                    remembered=sorted(self.used_memory),
                     euler_segments=self.euler_segments, probe_calls=self.probe_calls,
                     probe_seconds=self.probe_seconds, acceptance=self.acceptance(),
                     call_seconds={str(m): c for m, c in known.items()},

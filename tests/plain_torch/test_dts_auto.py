@@ -88,13 +88,14 @@ def test_linear_cost_never_exceeds_euler_by_more_than_the_budget(num_steps):
 def test_flat_cost_runs_dts_with_the_largest_chunk():
     out, stats, model, clock, _, _ = run_auto(flat_up_to(8))
     auto = stats["auto"]
-    assert auto["choice"] == "dts" and auto["chunks"] == [6, 6]
-    # 5 measuring Euler calls to position 10, one probe of 2, then rounds of chunk 6 (to 70) and 3 (to 100)
+    assert auto["choice"] == "dts" and auto["chunks"] == [2, 6, 6]
+    # 5 measuring Euler calls to position 10, one probe of 2, a first round of chunk 2 that measures the
+    # acceptance (to 30), then chunk 6 (to 90) and the last segment (one draft position, to 100)
     assert auto["euler_segments"] == 1 and auto["probe_calls"] == 1
-    assert stats["positions"] == [70, 100]
-    assert stats["calls"] == 5 + 1 + (6 + 5) + (3 + 5) == 25
+    assert stats["positions"] == [30, 90, 100]
+    assert stats["calls"] == 5 + 1 + (2 + 5) + (6 + 5) + (1 + 5) == 30
     assert max(model.sizes) == 6
-    assert clock.now == 25.0 < 50.0  # each call costs one unit: time follows the sequential calls
+    assert clock.now == 30.0 < 50.0  # each call costs one unit: time follows the sequential calls
 
 
 def test_flat_cost_with_every_draft_judged_equals_non_auto_dts_after_the_first_segment():
@@ -110,11 +111,11 @@ def test_flat_cost_with_every_draft_judged_equals_non_auto_dts_after_the_first_s
 def test_capacity_three_measures_the_chunk_and_keeps_it_while_it_pays():
     _, stats, model, clock, _, _ = run_auto(flat_up_to(3))
     auto = stats["auto"]
-    assert auto["choice"] == "dts" and auto["chunks"] == [6, 6]
-    # measured: single calls, the probe (2), the first round (6) and the last, shorter one (3)
-    assert auto["cost_ratios"] == {"1": 1.0, "2": 1.0, "3": 1.0, "6": 2.0}
-    # Euler would take 50 units; 5 + 1 + (6 + 5 * 2) + (3 + 5 * 1) = 30
-    assert clock.now == 30.0
+    assert auto["choice"] == "dts" and auto["chunks"] == [2, 6, 6]
+    # measured: single calls, the probe and the first round (2), the second round (6)
+    assert auto["cost_ratios"] == {"1": 1.0, "2": 1.0, "6": 2.0}
+    # Euler would take 50 units; 5 + 1 + (2 + 5 * 1) + (6 + 5 * 2) + (1 + 5 * 1) = 35
+    assert clock.now == 35.0
 
 
 def test_capacity_two_chooses_dts_while_linear_from_two_keeps_the_choice_honest():
@@ -125,14 +126,15 @@ def test_capacity_two_chooses_dts_while_linear_from_two_keeps_the_choice_honest(
 
 
 def test_rejections_make_auto_fall_back_to_euler_and_the_result_stays_target_grid_euler():
-    # Threshold 0 rejects every draft: the first DTS round advances one segment, the observed acceptance (1/2)
-    # makes every chunk slower than Euler, and the rest of the grid is plain Euler: still exactly Euler's result.
+    # Threshold 0 rejects every draft: the first DTS round (chunk 2, while p is only the prior) advances one
+    # segment, the observed acceptance (1/2) makes every chunk slower than Euler, and the rest of the grid is
+    # plain Euler: still exactly Euler's result, at the price of the probe and the round's two draft calls.
     out, stats, _, clock, denoiser, x = run_auto(flat_up_to(8), threshold=0.0)
     auto = stats["auto"]
-    assert auto["chunks"] == [6] and auto["choice"] == "euler"
+    assert auto["chunks"] == [2] and auto["choice"] == "euler"
     assert "acceptance 0.50" in auto["reason"]
     assert torch.equal(out, euler_reference(denoiser, x, 100))
-    assert stats["calls"] == 5 + 1 + (6 + 5) + 8 * 5
+    assert stats["calls"] == 5 + 1 + (2 + 5) + 8 * 5 == 53
 
 
 def test_one_at_a_time_target_is_never_chosen():
@@ -226,7 +228,7 @@ def test_remembered_cheap_batches_choose_dts_without_probing():
         run_auto(flat_up_to(8), auto_memory=memory)
     _, stats, model, _, _, _ = run_auto(flat_up_to(8), auto_memory=memory)
     auto = stats["auto"]
-    assert auto["choice"] == "dts" and auto["probe_calls"] == 0 and auto["remembered"] == [2]  # 3 and 6 were measured again in its rounds
+    assert auto["choice"] == "dts" and auto["probe_calls"] == 0 and auto["remembered"] == [2, 6]  # what the first decision took from the memory
     assert stats["calls"] == 5 + (6 + 5) + (3 + 5)  # the measuring segment, then the same rounds, no probe
 
 
@@ -235,11 +237,11 @@ def test_memory_carries_the_acceptance_of_earlier_runs_with_the_same_options():
     # starts from that acceptance and runs plain Euler at once. Other options start afresh.
     memory = {}
     _, first, _, _, _, _ = run_auto(flat_up_to(8), threshold=0.0, auto_memory=memory)
-    assert first["auto"]["chunks"] == [6] and first["auto"]["choice"] == "euler"
+    assert first["auto"]["chunks"] == [2] and first["auto"]["choice"] == "euler"
     out, second, model, _, denoiser, x = run_auto(flat_up_to(8), threshold=0.0, auto_memory=memory)
     assert second["auto"]["chunks"] == [] and second["auto"]["acceptance"] == 0.5
     assert torch.equal(out, euler_reference(denoiser, x, 100))
     (remembered,) = memory.values()
     assert remembered["acceptance"] == {(10, 2, 0.0, 0.0, "l2"): [0, 1]}  # the first run judged one draft
     _, other, _, _, _, _ = run_auto(flat_up_to(8), threshold=math.inf, auto_memory=memory)
-    assert other["auto"]["chunks"] == [6, 6]
+    assert other["auto"]["chunks"] == [2, 6, 6]
