@@ -385,7 +385,7 @@ def test_benchmark_prints_auto_rows_and_their_wall_time_against_the_target_grid(
     result, printed, _ = tiny_run
     assert "| DTS paper auto |" in printed
     auto = next(row for row in result["dts"]["rows"] if row["name"] == "DTS paper auto")
-    assert auto["vs_target_grid_euler"] > 0 and auto["auto_reasons"]
+    assert auto["vs_target_grid_euler"] > 0 and auto["vs_target_grid_euler_median"] > 0 and auto["auto_reasons"]
     assert "wall vs plain Euler on the same grid, timed alongside" in printed
     assert auto["paired_euler_seconds"] > 0
 
