@@ -3,10 +3,10 @@
 Every figure is measured in this run and also given as a ratio to its baseline from the same run:
 - DTS (one model as an ordinary denoiser of the whole clip), in two worlds: the star world (model target_stars;
   the condition leaves the stars of the background open, and few-step Euler smears them) and the default world
-  (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's
-  target grid), Euler-10, DTS at the paper's settings in size-independent units (strides 10/2, chunk 6, rms
-  threshold 0.0375 and increment 0.005 = the paper's L2 11 and 1.5 on 7x3x64x64 frames: the nodes' defaults),
-  sweeps over the chunk and the threshold, and every DTS setting again in auto mode (one auto_memory per model
+  (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's target grid), Euler-10, DTS at the
+  paper's settings in size-independent units (strides 10/2, chunk 6, rms threshold 0.0375 and increment 0.005 =
+  the paper's L2 11 and 1.5 on 7x3x64x64 frames: the nodes' defaults), sweeps over the chunk, the threshold and
+  the target stride, and every DTS setting again in auto mode (one auto_memory per model
   for the whole run, as a ComfyUI server keeps one per loaded model). All DTS runs use the same 100-step fine
   schedule as Euler-100.
 - SDVG (block-autoregressive with KV caches, default world): target-only (tau = +inf, baseline), draft-only
@@ -50,8 +50,9 @@ TARGET_SIGMAS = tuple(float(s) for s in flow_sigmas(10)[:-1])
 class Settings:
     """What one benchmark run measures. `quick()` is the README's main-job command, `tiny()` the test's.
 
-    DTS runs in two worlds: the star world (`STAR_WORLD`, model target_stars: few-step sampling fails there) with the chunk / threshold sweeps and an auto row per DTS setting, and the default one (model target)
-    with `default_world_sweeps` or only Euler, the paper's setting and its auto row."""
+    DTS runs in two worlds: the star world (`STAR_WORLD`, model target_stars: few-step sampling fails there) with
+    the chunk / threshold / target-stride sweeps and an auto row per DTS setting, and the default one (model
+    target) with `default_world_sweeps` or only Euler, the paper's setting and its auto row."""
     dts_seeds: int = 32
     default_dts_seeds: int = 16
     sdvg_seeds: int = 48

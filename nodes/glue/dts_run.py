@@ -11,8 +11,9 @@ from ...samplers.methods.dts import check_options, format_stats, sample_dts
 from ...samplers.methods.schedules import check_noise_levels
 from .stats_events import report_stats
 
-# Auto mode's measured batch-cost ratios, per loaded diffusion model (ComfyUI's BaseModel), for as long as the
-# model stays loaded: later runs of the same model and latent shape need no probe calls.
+# Auto mode's measurements (batch-cost ratios, and the drafts accepted per option set), per loaded diffusion model
+# (ComfyUI's BaseModel), for as long as the model stays loaded: later runs of the same model and latent shape need
+# no probe calls and start from the acceptance seen before.
 AUTO_MEMORY = weakref.WeakKeyDictionary()
 
 # Per-step model wrappers see the whole (mixed-sigma) batch and may read only its first sigma (as cache
