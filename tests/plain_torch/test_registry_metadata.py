@@ -63,3 +63,13 @@ def test_the_archive_ships_what_comfyui_loads_and_not_the_developer_tooling():
         assert needed in files, needed
     assert not [path for path in files if path.startswith(("tests/", ".ci/", "bench/"))]
     assert all(os.path.isdir(os.path.join(REPO, folder)) for folder in COMFY["includes"])
+
+
+def test_root_init_imported_as_a_lone_file_registers_nothing_and_does_not_fail():
+    # pytest imports the repo's __init__.py on its own when the checkout's folder is no Python name (a clone
+    # named comfyui-speculative-video); ComfyUI imports it as a package and gets the nodes.
+    import pathlib
+    import runpy
+
+    lone = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "__init__.py"))  # no parent package
+    assert lone["NODE_CLASS_MAPPINGS"] == {} and lone["WEB_DIRECTORY"] == "./js"
