@@ -218,14 +218,18 @@ class WorldRouter:
         self.world = world
 
     def score(self, frames, prompt=""):
+        return self.judge(frames)[0]
+
+    def judge(self, frames):
+        """(quality [n] tensor, the analysis of committed ++ new frames) of new frames [n, H, W, 3]."""
         frames = torch.as_tensor(frames, dtype=torch.float32)
         committed = self.history() if self.history is not None else None
         if committed is not None and len(committed):
             frames_all = torch.cat([torch.as_tensor(committed, dtype=torch.float32), frames])
         else:
             frames_all = frames
-        quality = analyse(frames_all, self.condition, self.world).quality[-frames.shape[0]:]
-        return torch.as_tensor(quality, dtype=torch.float32)
+        analysis = analyse(frames_all, self.condition, self.world)
+        return torch.as_tensor(analysis.quality[-frames.shape[0]:], dtype=torch.float32), analysis
 
 
 class IdentityDecoder:

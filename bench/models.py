@@ -42,17 +42,16 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights"
 HEAD_DIM = 32
 PATCH_SIZE = (1, 4, 4)  # 16 tokens per 16x16 frame, 192 per 12-frame clip
 
+TARGET_SHAPE = dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3)
 MODEL_CONFIGS = {
-    "target": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
+    "target": TARGET_SHAPE,
     "drafter": dict(dim=64, ffn_dim=192, num_heads=2, num_layers=2),
     "drafter_stage1": dict(dim=64, ffn_dim=256, num_heads=2, num_layers=1),  # the drafter's first training stage
-    # the star world's model (DTS only): the target's architecture, fine-tuned from it
-    "target_stars": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
-    "target_stars_stage1": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),  # its training stages
-    "target_stars_stage2": dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3),
+    # the star world's model (DTS only): the target's architecture, fine-tuned from it, and its training stages
+    **{name: TARGET_SHAPE for name in ("target_stars", "target_stars_stage1", "target_stars_stage2")},
 }
 SHIPPED = ("target", "drafter")
-WORLD_OF = {"target_stars": "stars", "target_stars_stage1": "stars", "target_stars_stage2": "stars"}  # models of another world than the default
+WORLD_OF = {name: "stars" for name in MODEL_CONFIGS if name.startswith("target_stars")}  # not the default world
 # SDVG's drafter schedule (Self-Forcing style: x0, then fresh noise at the next sigma). Neither model uses the
 # Self-Forcing sigmas (they stop at 0.625, where these models' x0 estimate is still a blur).
 DRAFTER_SIGMAS = (1.0, 0.75, 0.5, 0.25)

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -125,8 +126,7 @@ def run_dts_method(model, kind, options, condition, seed, fine_sigmas, world=DEF
         out = euler_sample(denoiser, x, flow_sigmas(options["steps"], shift=SHIFT) if sigmas is None else sigmas)
     else:
         stats = {}
-        memory = dict(auto_memory=auto_memory) if options.get("auto") else {}
-        out = sample_dts(denoiser, x, fine_sigmas, disable=True, stats=stats, **options, **memory)
+        out = sample_dts(denoiser, x, fine_sigmas, disable=True, stats=stats, auto_memory=auto_memory, **options)
     seconds = _clock() - start
     return out[0], denoiser.calls, denoiser.evals, seconds, stats
 
@@ -206,10 +206,9 @@ def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=
             entry["auto_cost_ratio_2"] = _mean(ratios) if ratios else None
             entry["paired_euler_seconds"] = _mean(row["paired_euler"])
             entry["vs_target_grid_euler"] = sum(row["seconds"]) / sum(row["paired_euler"])
-            ratios = sorted(a / b for a, b in zip(row["seconds"], row["paired_euler"]))
-            middle = len(ratios) // 2  # the median of the per-seed ratios: robust to one seed's timing hiccup
-            entry["vs_target_grid_euler_median"] = (ratios[middle] if len(ratios) % 2
-                                                    else (ratios[middle - 1] + ratios[middle]) / 2)
+            # the median of the per-seed ratios: robust to one seed's timing hiccup
+            entry["vs_target_grid_euler_median"] = statistics.median(
+                a / b for a, b in zip(row["seconds"], row["paired_euler"]))
         summary.append(entry)
     return dict(baseline=baseline, rows=summary, clips=clips, seed=settings.seed_offset)
 
@@ -241,11 +240,8 @@ class RecordingRouter(WorldRouter):
         self.records = []
 
     def score(self, frames, prompt=""):
-        scores = super().score(frames, prompt)
-        frames = torch.as_tensor(frames, dtype=torch.float32)
-        committed = self.history() if self.history is not None else None
-        frames_all = frames if committed is None or not len(committed) else torch.cat([committed, frames])
-        passes = frame_passes(analyse(frames_all, self.condition, self.world), self.condition)[-frames.shape[0]:]
+        scores, analysis = self.judge(frames)
+        passes = frame_passes(analysis, self.condition)[-len(scores):]
         self.records.append((float(scores.min()), bool(passes.all())))
         return scores
 

@@ -265,9 +265,13 @@ class AutoPlanner:
             return known[top] * size / top
         return known[min(above)]  # smaller than every measured size: at least as cheap, assume no cheaper
 
+    def earlier_drafts(self):
+        """(accepted, judged) drafts of earlier runs with the same options, from the memory."""
+        return tuple((self.memory or {}).get("acceptance", {}).get(self.options, (0, 0)))
+
     def acceptance(self):
-        earlier = (self.memory or {}).get("acceptance", {}).get(self.options, (0, 0))
-        return (self.accepted + earlier[0] + 1) / (self.judged + earlier[1] + 1)
+        accepted, judged = self.earlier_drafts()
+        return (self.accepted + accepted + 1) / (self.judged + judged + 1)
 
     def dts_seconds(self, chunk):
         """Expected seconds per draft segment of DTS with this chunk."""
@@ -331,7 +335,7 @@ class AutoPlanner:
 
     def judged_so_far(self):
         """Drafts judged in this run and, with the same options, in the earlier runs of the memory."""
-        return self.judged + (self.memory or {}).get("acceptance", {}).get(self.options, (0, 0))[1]
+        return self.judged + self.earlier_drafts()[1]
 
     def fall_back(self, reason):
         self.choice = "euler"
