@@ -10,6 +10,9 @@ Per block k (docs/sdvg.md, "Exact semantics"):
    to the output (and to the decoded pixel buffer), and each runner commits under its protocol: self_forcing
    appends the block's K/V (t = 0 on the clean latents), krea_realtime rebuilds its cache from K context latents
    (`recompute_context`: the oldest one re-encoded by the encoder from the oldest frame of the pixel buffer).
+   A krea_realtime runner does so only right before it generates a block, and a self_forcing target commits the
+   blocks it skipped right before it generates again, in one forward (`BlockLoop`): an accepted block costs the
+   target nothing. Every call is counted per model and kind, with the DiT FLOPs (`sdvg_stats`).
 
 Baselines from the same code path: tau = +inf is target-only (the drafter and router are never called), tau = -inf
 is draft-only (the router is skipped; block 0 still comes from the target when forced). In those two modes the
@@ -22,9 +25,10 @@ the same video whatever the accept decisions were, and a block that the target r
 noise as in the target-only run.
 
 The five protocols:
-- runner (drafter, target): `predict(block [B,C,F,H,W], sigma[, timestep]) -> v`, `commit(clean_block)` (krea_realtime:
-  `commit(clean_block, context)`), attributes `committed_frames`, optional `protocol` (default "self_forcing") and
-  `context_frames` (CausalWanRunner, already `reset()` with the text context);
+- runner (drafter, target): `predict(block [B,C,F,H,W], sigma[, timestep]) -> v`, `commit(clean_blocks [B,C,nF,H,W])`
+  (n >= 1 blocks at once; krea_realtime: `commit(clean_blocks, context)`), attributes `committed_frames`, optional
+  `protocol` (default "self_forcing") and `context_frames`, optional `forwards` / `forward_flops` for the FLOPs
+  (CausalWanRunner, already `reset()` with the text context);
 - decoder: `decode(latent_block) -> (frames [n,H,W,3] float 0..1, pending_state)`; `advance(pending_state)`;
 - encoder (krea_realtime only): `encode(frame [H,W,3] float 0..1) -> [1, C, 1, h, w]`, the frame encoded on its own
   as a first frame, in the models' latent space;
