@@ -8,10 +8,13 @@ the function it is given (default: SDPA, `samplers.models.wan.attend`), so Comfy
 Common to both protocols (docs/sdvg.md, "Exact semantics"): the text cross-attention K/V are computed once by
 `reset`; `predict(block, sigma, timestep)` returns the flow prediction of the current block attending to
 `cache ++ block`, writing the block's K/V only to scratch slots after the cache's end (the next call overwrites
-them), so a rejected draft needs no rollback; the time embedding is per frame.
+them), so a rejected draft needs no rollback; the time embedding is per frame. Every model forward is logged in
+`forwards` (query tokens, self-attention keys, head or K/V only), whose FLOPs `forward_flops` gives
+(`samplers/models/flops.py`).
 
 Protocol "self_forcing" (Self-Forcing's CausalInferencePipeline):
-- `commit(clean_block)` runs the model once at t = 0 on the clean latents and appends the block's K/V;
+- `commit(clean_block)` runs the model once at t = 0 on the clean latents and appends the block's K/V; several blocks
+  at once (a deferred commit) are one forward with the block-causal mask over `cache ++ blocks`;
 - RoPE frame positions are absolute (block k covers frames k*F .. k*F + F - 1);
 - optional local window with sink frames, Self-Forcing's `local_attn_size` / `sink_size` rule: a block ending
   (exclusively) at frame e attends to frames g < e with g < sink_frames or g >= e - (local_attn_frames - sink_frames),
@@ -22,9 +25,10 @@ The result equals `WanDiT.forward(committed ++ block, frames_per_block=F, local_
 to the block (tests/plain_torch/test_causal.py checks it to 1e-5 in float32).
 
 Protocol "krea_realtime" (Krea's release_server.py `GenerationSession`), with K = `context_frames`:
-- no clean pass: `commit(clean_block, context)` empties the cache and rebuilds it with one forward at t = 0 over
+- no clean pass: `commit(clean_blocks, context)` empties the cache and rebuilds it with one forward at t = 0 over
   the context latents [B, C, K', H, W] (K' <= K, built by `recompute_context`), at RoPE positions 0 .. K'-1 with the
-  block-causal mask (blocks of F frames);
+  block-causal mask (blocks of F frames); the context alone decides the cache, so one rebuild after several blocks
+  equals a rebuild after each;
 - the next block sits at positions K' .. K'+F-1 (= min(k F, K) for block k); the cache never holds more than
   K + F frames.
 """
@@ -32,8 +36,8 @@ import torch
 
 from .device import model_device
 from .flops import forward_flops
-from .wan import (attend, block_causal_mask, frame_mask, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video,
-                  expand_timestep, head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
+from .wan import (attend, block_causal_mask, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video,
+                  expand_timestep, frame_mask, head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
                   self_attention_qkv, time_modulation, unpatchify, validate_window)
 
 
