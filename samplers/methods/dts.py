@@ -20,10 +20,11 @@ from tqdm.auto import trange
 from .schedules import check_noise_levels
 
 METRICS = ("l2", "rms")
+RULES = ("tolerance", "distance")
 
 
 def check_options(sigmas=None, *, draft_stride=10, target_stride=2, chunk=6, threshold=10.0, increment=1.5,
-                  metric="l2", max_parallel=None):
+                  metric="l2", max_parallel=None, rule="tolerance", rtol=0.05, atol=0.0):
     """Raise ValueError/TypeError naming the first bad input. `sigmas` may be None (checked later)."""
     for name, value in (("draft_stride", draft_stride), ("target_stride", target_stride), ("chunk", chunk)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -33,7 +34,9 @@ def check_options(sigmas=None, *, draft_stride=10, target_stride=2, chunk=6, thr
     if target_stride > draft_stride:
         raise ValueError(f"target_stride must be <= draft_stride (got target_stride {target_stride} > "
                          f"draft_stride {draft_stride}): the target verifies the draft with smaller steps")
-    for name, value in (("threshold", threshold), ("increment", increment)):
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES} (got {rule!r})")
+    for name, value in (("threshold", threshold), ("increment", increment), ("rtol", rtol), ("atol", atol)):
         value = float(value)
         if math.isnan(value) or value < 0:
             raise ValueError(f"{name} must be a number >= 0 (got {value})")
@@ -146,14 +149,36 @@ def verify(evaluate, starts, sigmas, grid, target_stride, group_size):
                 positions[k] = n
 
 
-def accept(drafts, targets, tau, metric):
-    """How many segments the batch advances: up to and including the first one some sample rejects (distance
-    > tau), else all. Returns (advance, accepted drafts, per-segment distances: max over the batch)."""
+def round_limits(rule, round_index, *, threshold, increment, rtol, atol):
+    """(relative, absolute) limits of round `round_index`: a draft state is accepted when its distance to the
+    target state is <= relative * (the target's own update over the segment) + absolute.
+
+    "distance" (the paper's): (0, threshold + r * increment). "tolerance": (rtol_r, atol) where rtol_r grows by the
+    same factor per round as the distance rule's threshold would, rtol * (threshold + r * increment) / threshold
+    (no growth when threshold is 0 or infinite), so one increment setting means the same loosening under both rules.
+    Round 0 skips the increment so that an infinite increment does not give 0 * inf = nan."""
+    grown = float(threshold) + (round_index * float(increment) if round_index else 0.0)
+    if rule == "distance":
+        return 0.0, grown
+    if float(rtol) == 0 or not 0 < float(threshold) < math.inf:  # no growth, and never 0 * inf or inf / inf
+        return float(rtol), float(atol)
+    return float(rtol) * grown / float(threshold), float(atol)
+
+
+def accept(drafts, targets, limits, metric):
+    """How many segments the batch advances: up to and including the first one some sample rejects, else all.
+
+    limits: (relative, absolute) from round_limits; sample n rejects segment k when dist(d_k, t_k) > relative *
+    dist(t_k, d_{k-1}) + absolute (per sample, one metric). Returns (advance, accepted drafts, per-segment
+    distances: max over the batch, per-segment ratios dist(d_k, t_k) / dist(t_k, d_{k-1}): max over the batch)."""
+    relative, absolute = limits
     distances = [draft_target_distance(d, t, metric) for d, t in zip(drafts[1:], targets)]
-    rejected = [bool((d > tau).any()) for d in distances]
+    updates = [draft_target_distance(t, start, metric) for t, start in zip(targets, drafts[:-1])]
+    rejected = [bool((d > relative * u + absolute).any()) for d, u in zip(distances, updates)]
     advance = rejected.index(True) + 1 if any(rejected) else len(targets)
     accepted = advance - 1 if rejected[advance - 1] else advance
-    return advance, accepted, [float(d.max()) for d in distances]
+    ratios = [float((d / u.clamp_min(torch.finfo(u.dtype).tiny)).max()) for d, u in zip(distances, updates)]
+    return advance, accepted, [float(d.max()) for d in distances], ratios
 
 
 # --- auto mode: measure the hardware, choose the chunk or plain Euler ----------------------------------------------
@@ -403,10 +428,65 @@ def auto_plan(planner, evaluate, x, sigmas, position, draft_stride, target_strid
     return None, x, end, denoised
 
 
+def counted(model, extra_args, counts, interrupt):
+    """The model as the phases call it: checks for Cancel, counts sequential calls and per-sample evaluations."""
+    def evaluate(states, sigma_vector):
+        if interrupt is not None:
+            interrupt()
+        counts["calls"] += 1
+        counts["evals"] += states.shape[0]
+        return model(states, sigma_vector, **extra_args)
+
+    return evaluate
+
+
+def make_planner(auto, auto_memory, x, num_steps, options, parallel_target):
+    """Auto mode's AutoPlanner (None without auto), with its memory for this input shape, dtype and device."""
+    if not auto:
+        return None
+    memory = None
+    if auto_memory is not None:
+        memory = auto_memory.setdefault((tuple(x.shape), str(x.dtype), str(x.device)), {})
+    key = tuple(options[k] for k in ("draft_stride", "target_stride", "threshold", "increment", "metric", "rule",
+                                     "rtol", "atol"))
+    return AutoPlanner(num_steps=num_steps, draft_stride=options["draft_stride"],
+                       target_stride=options["target_stride"], chunk=options["chunk"],
+                       max_parallel=options["max_parallel"], parallel_target=parallel_target, memory=memory,
+                       options=key)
+
+
+def dts_round(evaluate, x, sigmas, position, round_chunk, round_index, options, group_size):
+    """One round from the accepted (position, x): draft, verify, accept. Returns (x, position, denoised, advance,
+    record): advance = segments judged (accepted ones plus a rejected one), record = (accepted, drafted,
+    absolute limit, rtol_r, position, distances, ratios)."""
+    num_steps = len(sigmas) - 1
+    grid = [position]
+    while len(grid) <= round_chunk and grid[-1] < num_steps:
+        grid.append(min(grid[-1] + options["draft_stride"], num_steps))
+    drafts = draft(evaluate, x, sigmas, grid)
+    targets, denoised = verify(evaluate, drafts[:-1], sigmas, grid, options["target_stride"], group_size)
+    limits = round_limits(options["rule"], round_index, threshold=options["threshold"],
+                          increment=options["increment"], rtol=options["rtol"], atol=options["atol"])
+    advance, accepted, distances, ratios = accept(drafts, targets, limits, options["metric"])
+    record = (accepted, len(targets), limits[1], limits[0], grid[advance], distances, ratios)
+    return targets[advance - 1], grid[advance], denoised[advance - 1], advance, record
+
+
+def report_progress(progress, callback, x, sigmas, start, position, denoised):
+    progress.update(position - start)
+    if callback is not None:
+        callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
+                  'denoised': denoised, 'position': position})
+
+
+ROUND_KEYS = ("accepted", "drafted", "thresholds", "tolerances", "positions", "distances", "ratios")
+
+
 @torch.no_grad()
 def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *, draft_stride=10, target_stride=2,
                chunk=6, threshold=10.0, increment=1.5, metric="l2", max_parallel=None, parallel_target=True,
-               stats=None, interrupt=None, auto=False, clock=None, auto_memory=None):
+               stats=None, interrupt=None, auto=False, clock=None, auto_memory=None, rule="tolerance", rtol=0.05,
+               atol=0.0):
     """Draft-and-Target Sampling on the fine sigma grid `sigmas` [N + 1]; returns the final x (shape of x).
 
     model(x [n, ...], sigma [n], **extra_args) -> denoised estimate [n, ...]. Target calls hold several draft
@@ -414,14 +494,19 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     batch B, unless parallel_target=False.
 
     draft_stride, target_stride: steps of the fine grid per draft step / per target step (1 <= target <= draft).
-    chunk: draft steps per round. threshold, increment: round r accepts a draft state when its distance to the
-        target state is <= threshold + r * increment. metric: "l2" (paper) or "rms" (l2 / sqrt(values per sample)).
+    chunk: draft steps per round. rule "tolerance" (default): round r accepts a draft state d_k when its distance
+        to the target state t_k is <= rtol_r * dist(t_k, d_{k-1}) + atol (the target's own update over the segment,
+        per sample), rtol_r = rtol * (threshold + r * increment) / threshold (rtol when threshold is 0): scale-free.
+        rule "distance" (the paper's): dist(d_k, t_k) <= threshold + r * increment. metric: "l2" (paper) or "rms"
+        (l2 / sqrt(values per sample)); under "tolerance" both give the same ratios, only atol's units differ.
     max_parallel: at most this many draft states per target call (the batch is split; the result is the same).
     parallel_target=False: every target call holds one draft state (batch B, one sigma), for models whose
         conditioning reads only the first sigma of a batch.
     stats: a dict that receives calls (sequential model calls), evals (per-sample evaluations), rounds,
-        accepted (draft states accepted per round), drafted (per round), thresholds (per round), positions
-        (accepted fine position after each round), distances (per round, per draft state, max over the batch),
+        accepted (draft states accepted per round), drafted (per round), thresholds (per round: the
+        absolute limit), tolerances (per round: rtol_r, 0 under "distance"), positions (accepted fine position after
+        each round), distances (per round, per draft state, max over the batch), ratios (per round, per draft
+        state: distance / the target's update, max over the batch),
         fine_steps (N), target_grid_calls, the options, seconds.
     interrupt: called with no argument before every model call; raise from it to cancel.
     auto: measure while sampling what a batched target call costs against a single one and run DTS with the
@@ -437,69 +522,36 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
         denoised the target's last estimate that led there.
     """
     options = dict(draft_stride=draft_stride, target_stride=target_stride, chunk=chunk, threshold=threshold,
-                   increment=increment, metric=metric, max_parallel=max_parallel)
+                   increment=increment, metric=metric, max_parallel=max_parallel, rule=rule, rtol=rtol, atol=atol)
     check_options(sigmas, **options)
-    extra_args = {} if extra_args is None else extra_args
+    options.update(threshold=float(threshold), increment=float(increment), rtol=float(rtol), atol=float(atol))
     clock = time.perf_counter if clock is None else clock
     started = clock()
     num_steps = len(sigmas) - 1
     counts = dict(calls=0, evals=0)
-    rounds = dict(accepted=[], drafted=[], thresholds=[], positions=[], distances=[])
-    memory = None
-    if auto and auto_memory is not None:
-        memory = auto_memory.setdefault((tuple(x.shape), str(x.dtype), str(x.device)), {})
-    planner = AutoPlanner(num_steps=num_steps, draft_stride=draft_stride, target_stride=target_stride, chunk=chunk,
-                          max_parallel=max_parallel, parallel_target=parallel_target, memory=memory,
-                          options=(draft_stride, target_stride, float(threshold), float(increment), metric)
-                          ) if auto else None
-    model = timed_model(model, planner, clock, x.shape[0])
-
-    def evaluate(states, sigma_vector):
-        if interrupt is not None:
-            interrupt()
-        counts["calls"] += 1
-        counts["evals"] += states.shape[0]
-        return model(states, sigma_vector, **extra_args)
-
+    rounds = {key: [] for key in ROUND_KEYS}
+    planner = make_planner(auto, auto_memory, x, num_steps, options, parallel_target)
+    evaluate = counted(timed_model(model, planner, clock, x.shape[0]), extra_args or {}, counts, interrupt)
+    group_size = 1 if not parallel_target else max_parallel
     progress = trange(num_steps, disable=disable)
-    position = 0
-    round_chunk = chunk
+    position, round_chunk = 0, chunk
     while position < num_steps:
+        start = position
         if planner is not None:  # auto: measure, then DTS with the chosen chunk or plain Euler over one segment
-            start = position
-            round_chunk, x, position, estimate = auto_plan(planner, evaluate, x, sigmas, position, draft_stride,
+            round_chunk, x, position, denoised = auto_plan(planner, evaluate, x, sigmas, position, draft_stride,
                                                            target_stride, clock)
-            if round_chunk is None:
-                progress.update(position - start)
-                if callback is not None:
-                    callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
-                              'denoised': estimate, 'position': position})
-                continue
-        grid = [position]
-        while len(grid) <= round_chunk and grid[-1] < num_steps:
-            grid.append(min(grid[-1] + draft_stride, num_steps))
-        drafts = draft(evaluate, x, sigmas, grid)
-        targets, denoised = verify(evaluate, drafts[:-1], sigmas, grid, target_stride,
-                                   1 if not parallel_target else max_parallel)
-        # Round 0 skips the increment so that an infinite increment does not give 0 * inf = nan.
-        round_index = len(rounds["positions"])
-        tau = float(threshold) + (round_index * float(increment) if round_index else 0.0)
-        advance, accepted, distances = accept(drafts, targets, tau, metric)
-        x, position = targets[advance - 1], grid[advance]
-        if planner is not None:
-            planner.accepted += accepted
-            planner.judged += advance
-        for key, value in zip(rounds, (accepted, len(targets), tau, position, distances)):
-            rounds[key].append(value)
-        progress.update(position - grid[0])
-        if callback is not None:
-            callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
-                      'denoised': denoised[advance - 1], 'position': position})
+        if planner is None or round_chunk is not None:
+            x, position, denoised, advance, record = dts_round(evaluate, x, sigmas, position, round_chunk,
+                                                               len(rounds["positions"]), options, group_size)
+            for key, value in zip(ROUND_KEYS, record):
+                rounds[key].append(value)
+            if planner is not None:
+                planner.accepted, planner.judged = planner.accepted + record[0], planner.judged + advance
+        report_progress(progress, callback, x, sigmas, start, position, denoised)
     progress.close()
     if stats is not None:
         stats.update(counts, **rounds, rounds=len(rounds["positions"]), fine_steps=num_steps,
-                     target_grid_calls=target_grid_steps(num_steps, draft_stride, target_stride),
-                     **dict(options, threshold=float(threshold), increment=float(increment)),
+                     target_grid_calls=target_grid_steps(num_steps, draft_stride, target_stride), **options,
                      parallel_target=bool(parallel_target), batch=x.shape[0], seconds=clock() - started)
         if planner is not None:
             stats["auto"] = planner.stats()

@@ -21,6 +21,8 @@ def mixture():
 
 
 def run(denoiser, x, sigmas, **options):
+    """sample_dts with the paper's distance rule unless a test names its rule (most tests here check that rule)."""
+    options.setdefault("rule", "distance")
     stats = {}
     model = RecordingModel(denoiser)
     out = sample_dts(model, x, sigmas, stats=stats, **options)
@@ -220,7 +222,8 @@ def test_zero_threshold_result_is_closer_to_exact_gaussian_solution_than_draft_e
     sigmas = fine_sigmas(100, sigma_max=8.0, sigma_min=0.0)
     x = make_noise(batch=2)
     exact = denoiser.exact(x, 8.0, 0.0)
-    dts = sample_dts(denoiser, x, sigmas, draft_stride=10, target_stride=2, chunk=6, threshold=0.0, increment=0.0)
+    dts = sample_dts(denoiser, x, sigmas, rule="distance", draft_stride=10, target_stride=2, chunk=6, threshold=0.0,
+                     increment=0.0)
     draft_only = reference_euler(denoiser, x, sigmas, list(range(0, 101, 10)))
     dts_error, draft_error = (dts - exact).norm(), (draft_only - exact).norm()
     assert dts_error < 0.5 * draft_error
@@ -237,7 +240,7 @@ def test_gaussian_drafts_are_accepted_where_the_trajectory_is_straight():
 def test_callback_reports_monotone_positions_ending_at_last_step(mixture):
     events = []
     sigmas = fine_sigmas(60)
-    out = sample_dts(mixture, make_noise(seed=1), sigmas, callback=events.append, draft_stride=6,
+    out = sample_dts(mixture, make_noise(seed=1), sigmas, callback=events.append, rule="distance", draft_stride=6,
                      target_stride=2, chunk=4, threshold=0.02, increment=0.01)
     assert len(events) > 2
     steps = [event["i"] for event in events]

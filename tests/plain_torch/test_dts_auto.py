@@ -46,7 +46,8 @@ def fine_sigmas(num_steps):
 
 
 def run_auto(cost, num_steps=100, batch=1, clock=None, **options):
-    options = dict(dict(draft_stride=10, target_stride=2, chunk=6, threshold=math.inf, increment=0.0), **options)
+    options = dict(dict(draft_stride=10, target_stride=2, chunk=6, threshold=math.inf, increment=0.0,
+                        rule="distance"), **options)
     clock = FakeClock() if clock is None else clock
     denoiser = TemplateMixtureDenoiser(make_templates())
     model = CostedModel(denoiser, clock, cost, batch)
@@ -104,7 +105,7 @@ def test_flat_cost_with_every_draft_judged_equals_non_auto_dts_after_the_first_s
     sigmas = fine_sigmas(100)
     start = reference_euler(denoiser, x, sigmas, [0, 2, 4, 6, 8, 10])
     rest = sample_dts(denoiser, start, sigmas[10:], draft_stride=10, target_stride=2, chunk=6, threshold=math.inf,
-                      increment=0.0)
+                      increment=0.0, rule="distance")
     assert torch.equal(out, rest)
 
 
@@ -242,6 +243,6 @@ def test_memory_carries_the_acceptance_of_earlier_runs_with_the_same_options():
     assert second["auto"]["chunks"] == [] and second["auto"]["acceptance"] == 0.5
     assert torch.equal(out, euler_reference(denoiser, x, 100))
     (remembered,) = memory.values()
-    assert remembered["acceptance"] == {(10, 2, 0.0, 0.0, "l2"): [0, 1]}  # the first run judged one draft
+    assert remembered["acceptance"] == {(10, 2, 0.0, 0.0, "l2", "distance", 0.05, 0.0): [0, 1]}  # the first run judged one draft
     _, other, _, _, _, _ = run_auto(flat_up_to(8), threshold=math.inf, auto_memory=memory)
     assert other["auto"]["chunks"] == [2, 6, 6]

@@ -8,7 +8,7 @@ import torch
 from samplers.methods.dts import sample_dts
 from support.dts import TemplateMixtureDenoiser, make_noise, make_templates
 
-OPTIONS = dict(draft_stride=4, target_stride=2, chunk=3, threshold=math.inf, increment=0.0)
+OPTIONS = dict(draft_stride=4, target_stride=2, chunk=3, threshold=math.inf, increment=0.0, rule="distance")
 SIGMAS = torch.linspace(8.0, 0.0, 25, dtype=torch.float64)
 
 
