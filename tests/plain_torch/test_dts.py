@@ -309,3 +309,83 @@ def test_bad_inputs_raise_errors_naming_the_input(options, sigmas, message):
 def test_non_integer_stride_raises_type_error():
     with pytest.raises(TypeError, match="draft_stride"):
         sample_dts(lambda x, s: x, make_noise(), fine_sigmas(20), draft_stride=2.5)
+
+
+# --- the tolerance rule (the default): accept d_k when dist(d_k, t_k) <= rtol_r * dist(t_k, d_{k-1}) + atol -------
+
+class DiagonalGaussianDenoiser:
+    """Data ~ N(0, diag(v)) with a different variance per value: D(x, s) = x * v / (v + s^2). Linear in x, so a
+    model and input scaled by c give states scaled by c; for c a power of two, exactly (every operation of DTS
+    and of this denoiser commutes bit for bit with it). Values settle at different noise levels, so drafts and
+    targets disagree by amounts that change along the schedule."""
+
+    def __init__(self, shape=(2, 3, 4, 4)):
+        self.variance = torch.logspace(-2, 1, math.prod(shape), dtype=torch.float64).reshape(shape)
+
+    def __call__(self, x, sigma):
+        s2 = (sigma ** 2).reshape((-1,) + (1,) * (x.ndim - 1))
+        return x * self.variance / (self.variance + s2)
+
+
+@pytest.mark.parametrize("draft_stride, target_stride, num_steps", [(10, 2, 40), (7, 3, 30), (4, 4, 20)])
+def test_zero_tolerance_equals_target_grid_euler(mixture, draft_stride, target_stride, num_steps):
+    sigmas = fine_sigmas(num_steps)
+    x = make_noise(batch=2)
+    out, stats, _ = run(mixture, x, sigmas, draft_stride=draft_stride, target_stride=target_stride, chunk=6,
+                        rule="tolerance", rtol=0.0, atol=0.0, threshold=0.0375, increment=0.005)
+    expected = reference_euler(mixture, x, sigmas, target_grid_positions(num_steps, draft_stride, target_stride))
+    assert torch.equal(out, expected)
+    assert stats["tolerances"] == [0.0] * stats["rounds"]
+
+
+def test_tolerance_rule_is_the_default():
+    stats = {}
+    sample_dts(TemplateMixtureDenoiser(make_templates()), make_noise(), fine_sigmas(20), stats=stats)
+    assert stats["rule"] == "tolerance"
+
+
+@pytest.mark.parametrize("scale", [4.0, 2.0 ** -5, 2.0 ** 10])
+def test_tolerance_rule_accepts_the_same_drafts_when_model_and_latent_are_scaled(scale):
+    denoiser = DiagonalGaussianDenoiser()
+    x = make_noise(batch=2)
+    sigmas = fine_sigmas(60)
+    options = dict(draft_stride=10, target_stride=2, chunk=4, rule="tolerance", rtol=0.02, atol=0.0,
+                   threshold=1.0, increment=0.5)
+    out, stats, _ = run(denoiser, x, sigmas, **options)
+    scaled_out, scaled_stats, _ = run(denoiser, x * scale, sigmas, **options)
+    assert 0 < sum(stats["accepted"]) < sum(stats["drafted"])  # the rule decided something in this run
+    assert scaled_stats["accepted"] == stats["accepted"] and scaled_stats["positions"] == stats["positions"]
+    assert scaled_stats["ratios"] == stats["ratios"]
+    assert torch.equal(scaled_out, out * scale)
+
+
+def test_distance_rule_depends_on_the_latent_scale():
+    # The contrast to the test above: the paper's raw distance accepts more drafts of a smaller latent.
+    denoiser = DiagonalGaussianDenoiser()
+    x = make_noise(batch=2)
+    options = dict(draft_stride=10, target_stride=2, chunk=4, rule="distance", threshold=0.05, increment=0.0)
+    _, stats, _ = run(denoiser, x, fine_sigmas(60), **options)
+    _, small, _ = run(denoiser, x / 64, fine_sigmas(60), **options)
+    assert sum(small["accepted"]) > sum(stats["accepted"])
+
+
+def test_tolerance_grows_per_round_as_the_distance_threshold_does(mixture):
+    _, stats, _ = run(mixture, make_noise(), fine_sigmas(40), draft_stride=10, target_stride=2, chunk=2,
+                      rule="tolerance", rtol=0.1, atol=0.25, threshold=2.0, increment=0.5)
+    assert stats["tolerances"] == [0.1 * (2.0 + 0.5 * r) / 2.0 for r in range(stats["rounds"])]
+    assert stats["thresholds"] == [0.25] * stats["rounds"]
+
+
+@pytest.mark.parametrize("rule, loose, strict", [("tolerance", dict(rtol=math.inf), dict(rtol=0.0, atol=0.0)),
+                                                 ("distance", dict(threshold=math.inf), dict(threshold=0.0))])
+def test_call_counts_of_both_rules_at_their_extremes(mixture, rule, loose, strict):
+    # 100 fine steps, strides 10 / 2, chunk 6 (docs/dts.md's table): every draft accepted costs 20 calls and 60
+    # evaluations, every draft that differs from its target rejected 95 and 270 (a draft identical to its target,
+    # here where the mixture's estimate has settled on one template, is accepted at zero tolerance, as at
+    # threshold 0); plain Euler on the target grid takes 50.
+    options = dict(draft_stride=10, target_stride=2, chunk=6, rule=rule, increment=0.0)
+    _, accepted, _ = run(mixture, make_noise(), fine_sigmas(100), **options, **loose)
+    _, rejected, _ = run(mixture, make_noise(), fine_sigmas(100), **options, **strict)
+    assert (accepted["calls"], accepted["evals"], accepted["accepted"]) == (20, 60, [6, 4])
+    assert (rejected["calls"], rejected["evals"]) == (95, 270)
+    assert rejected["target_grid_calls"] == 50
