@@ -9,6 +9,7 @@ import math
 
 from comfy_api.latest import io
 
+from ..samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL
 from .glue.dts_run import dts_options, dts_sampler, ksampler_sample
 from .v3 import advanced, node_id
 
@@ -57,6 +58,22 @@ def dts_inputs():
             "a CPU or a GPU already busy with one sample. Costs at most 5% extra for measuring, nothing "
             "once a model and latent size have been measured in 3 runs. The console line says what it "
             "chose and why.")),
+        # Appended after `auto` so that saved workflows keep their widget order; a workflow saved before these
+        # existed gets their defaults (the tolerance rule) when the frontend loads it.
+        io.Combo.Input("rule", options=["tolerance", "distance"], default="tolerance", tooltip=(
+            "How a draft is judged. tolerance: accepted when its distance to the target state is at most rtol "
+            "times the step the target itself took over that segment, plus atol: the same setting means the same "
+            "at any model, resolution, frame count and latent scale; threshold and metric are then unused, except "
+            "that the tolerance grows per round by the factor threshold + increment gives. distance: the paper's "
+            "rule, a raw distance (threshold, increment, metric) whose meaning changes with all of these.")),
+        io.Float.Input("rtol", default=DEFAULT_RTOL, min=0.0, max=100.0, step=0.005, round=False, tooltip=(
+            "tolerance rule: how far a draft may be from its target, as a share of the target's own step (0.01 = "
+            "1%). 0 (with atol 0) gives exactly Euler on the target_stride grid; higher saves sequential calls and "
+            "moves the result away from it. If the result differs visibly from a plain sampler run, halve it; if "
+            "the console shows most drafts rejected, double it.")),
+        io.Float.Input("atol", default=DEFAULT_ATOL, min=0.0, max=100000.0, step=0.0005, round=False, tooltip=(
+            "tolerance rule: a distance (in metric units) always allowed on top of rtol's share; 0 keeps the rule "
+            "independent of the latent's scale. Rarely needed."), **advanced()),
     ]
 
 
@@ -80,8 +97,9 @@ class DTSSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto=False,
-                unique_id=None):
-        options = dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto)
+                rule="tolerance", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, unique_id=None):
+        options = dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto,
+                              rule, rtol, atol)
         return io.NodeOutput(dts_sampler(node_id(cls, unique_id), **options))
 
     get_sampler = execute  # the V1 method name
@@ -124,8 +142,10 @@ class DTSKSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise, draft_stride,
-                target_stride, chunk, threshold, increment, metric, max_parallel, auto=False, unique_id=None):
-        options = dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto)
+                target_stride, chunk, threshold, increment, metric, max_parallel, auto=False, rule="tolerance",
+                rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, unique_id=None):
+        options = dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto,
+                              rule, rtol, atol)
         return io.NodeOutput(*ksampler_sample(model, seed, steps, cfg, scheduler, positive, negative, latent_image,
                                               denoise, options, node_id=node_id(cls, unique_id)))
 

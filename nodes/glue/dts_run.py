@@ -7,7 +7,7 @@ ComfyUI modules are imported inside the functions that use them.
 """
 import weakref
 
-from ...samplers.methods.dts import check_options, format_stats, sample_dts
+from ...samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL, check_options, format_stats, sample_dts
 from ...samplers.methods.schedules import check_noise_levels
 from .stats_events import report_stats
 
@@ -21,10 +21,13 @@ AUTO_MEMORY = weakref.WeakKeyDictionary()
 PER_STEP_WRAPPER_TYPES = ("predict_noise", "calc_cond_batch", "apply_model", "diffusion_model")
 
 
-def dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto=False):
-    """Node widget values -> sample_dts keyword options (validated; max_parallel 0 means no cap)."""
+def dts_options(draft_stride, target_stride, chunk, threshold, increment, metric, max_parallel, auto=False,
+                rule="tolerance", rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL):
+    """Node widget values -> sample_dts keyword options (validated; max_parallel 0 means no cap). A caller that
+    passes no rule (a V1-style call of the node methods) gets the nodes' default, the tolerance rule."""
     options = dict(draft_stride=draft_stride, target_stride=target_stride, chunk=chunk, threshold=threshold,
-                   increment=increment, metric=metric, max_parallel=max_parallel or None)
+                   increment=increment, metric=metric, max_parallel=max_parallel or None, rule=rule, rtol=rtol,
+                   atol=atol)
     check_options(**options)
     return dict(options, auto=bool(auto))
 

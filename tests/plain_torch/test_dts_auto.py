@@ -243,6 +243,6 @@ def test_memory_carries_the_acceptance_of_earlier_runs_with_the_same_options():
     assert second["auto"]["chunks"] == [] and second["auto"]["acceptance"] == 0.5
     assert torch.equal(out, euler_reference(denoiser, x, 100))
     (remembered,) = memory.values()
-    assert remembered["acceptance"] == {(10, 2, 0.0, 0.0, "l2", "distance", 0.05, 0.0): [0, 1]}  # the first run judged one draft
+    assert remembered["acceptance"] == {(10, 2, 0.0, 0.0, "l2", "distance", 0.01, 0.0): [0, 1]}  # the first run judged one draft
     _, other, _, _, _, _ = run_auto(flat_up_to(8), threshold=math.inf, auto_memory=memory)
     assert other["auto"]["chunks"] == [2, 6, 6]
