@@ -103,8 +103,9 @@ def sample_custom_advanced(comfy, model, sampler, sigmas, latent, positive, nega
 
 
 def dts_sampler(dts_nodes, **options):
+    """The DTS Sampler node's SAMPLER; the paper's distance rule unless `rule` is given (most tests here use it)."""
     values = dict(draft_stride=4, target_stride=2, chunk=3, threshold=0.0, increment=0.0, metric="rms",
-                  max_parallel=0)
+                  max_parallel=0, rule="distance")
     values.update(options)
     return dts_nodes.DTSSampler().get_sampler(unique_id="dts-test", **values)[0]
 
@@ -144,6 +145,26 @@ def test_dts_sampler_at_zero_threshold_equals_euler_on_stride_two_sigmas(comfy, 
     dts = sample_custom_advanced(comfy, tiny_wan, dts_sampler(dts_nodes), sigmas, latent, *prompts, cfg=3.0)
     reference = sample_custom_advanced(comfy, tiny_wan, euler(comfy), sigmas[::2], latent, *prompts, cfg=3.0)
     torch.testing.assert_close(dts, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_dts_sampler_at_zero_tolerance_equals_euler_on_stride_two_sigmas(comfy, dts_nodes, tiny_wan, prompts,
+                                                                          latent):
+    sigmas = fine_sigmas(comfy, tiny_wan)
+    sampler = dts_sampler(dts_nodes, rule="tolerance", rtol=0.0, atol=0.0, threshold=0.0375, increment=0.005)
+    dts = sample_custom_advanced(comfy, tiny_wan, sampler, sigmas, latent, *prompts, cfg=3.0)
+    reference = sample_custom_advanced(comfy, tiny_wan, euler(comfy), sigmas[::2], latent, *prompts, cfg=3.0)
+    torch.testing.assert_close(dts, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_a_call_without_the_new_widgets_runs_the_tolerance_rule_at_its_defaults(dts_nodes):
+    # What a caller of the V1 method that predates rule / rtol / atol gets (a saved workflow gets the same from
+    # the frontend, which fills missing widgets with their defaults).
+    from samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL
+
+    sampler = dts_nodes.DTSSampler().get_sampler(draft_stride=10, target_stride=2, chunk=6, threshold=0.0375,
+                                                 increment=0.005, metric="rms", max_parallel=0, auto=False)[0]
+    assert (sampler.extra_options["rule"], sampler.extra_options["rtol"], sampler.extra_options["atol"]) == (
+        "tolerance", DEFAULT_RTOL, DEFAULT_ATOL)
 
 
 @pytest.mark.slow
@@ -188,12 +209,17 @@ def test_timestep_range_conditioning_is_evaluated_one_position_at_a_time(comfy, 
     assert torch.equal(detected, sequential)
 
 
-def test_auto_is_the_last_dts_input_and_off_by_default(dts_nodes):
-    # saved workflows are positional: the widget added for auto mode comes after every older one
+def test_new_dts_inputs_come_after_every_older_one_with_their_defaults(dts_nodes):
+    # saved workflows are positional: the widgets added for auto mode, then for the tolerance rule, come after
+    # every older one
+    from samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL
+
     for node_class in (dts_nodes.DTSSampler, dts_nodes.DTSKSampler):
         required = node_class.INPUT_TYPES()["required"]
-        assert list(required)[-2:] == ["max_parallel", "auto"]
+        assert list(required)[-5:] == ["max_parallel", "auto", "rule", "rtol", "atol"]
         assert required["auto"][0] == "BOOLEAN" and required["auto"][1]["default"] is False
+        assert required["rule"][1]["default"] == "tolerance"
+        assert (required["rtol"][1]["default"], required["atol"][1]["default"]) == (DEFAULT_RTOL, DEFAULT_ATOL)
 
 
 @pytest.mark.slow
@@ -293,7 +319,7 @@ def test_plain_conditioning_keeps_the_batched_target(comfy, dts_nodes, tiny_wan,
 
 def dts_ksampler(dts_nodes, model, prompts, latent, **options):
     values = dict(seed=7, steps=STEPS, cfg=3.0, scheduler="simple", denoise=1.0, draft_stride=4, target_stride=2,
-                  chunk=3, threshold=0.02, increment=0.005, metric="rms", max_parallel=0)
+                  chunk=3, threshold=0.02, increment=0.005, metric="rms", max_parallel=0, rule="distance")
     values.update(options)
     return dts_nodes.DTSKSampler().sample(model=model, positive=prompts[0], negative=prompts[1],
                                           latent_image=latent, unique_id="dts-ksampler-test", **values)[0]
