@@ -25,7 +25,8 @@ export const COLORS = {
 // Only these statistics are kept in the node's properties: they are what the panel shows, and the
 // per-block timings of a long SDVG run would otherwise bloat every saved workflow.
 const KEPT_STATS = {
-  dts: ["calls", "evals", "rounds", "accepted", "drafted", "thresholds", "fine_steps", "draft_stride",
+  dts: ["calls", "evals", "rounds", "accepted", "drafted", "thresholds", "rule", "tolerances", "fine_steps",
+    "draft_stride",
     "target_stride", "chunk", "seconds", "target_grid_calls", "parallel_target", "sequential_target_reasons"],
   sdvg: ["blocks", "acceptance_rate", "seconds", "estimated_target_only_seconds",
     "estimated_speedup", "num_blocks", "tau"],
@@ -155,6 +156,18 @@ export function dtsCellColor(acceptedCount, drafted) {
  * Sequential calls are the model invocations one after another (latency on parallel hardware);
  * the fine schedule would have needed `fine_steps` of them.
  */
+/** The round's acceptance limit for a tooltip: the tolerance rule's rtol (plus atol when set), else the
+ * distance rule's threshold (runs from before the tolerance rule have no `rule`). */
+function dtsRoundLimit(stats, round) {
+  const thresholds = Array.isArray(stats.thresholds) ? stats.thresholds : [];
+  if (stats.rule === "tolerance" && Array.isArray(stats.tolerances) && isNumber(stats.tolerances[round])) {
+    const atol = isNumber(thresholds[round]) && thresholds[round] > 0
+      ? ` + ${formatThreshold(thresholds[round])}` : "";
+    return `, tolerance ${formatThreshold(stats.tolerances[round])} of the target's step${atol}`;
+  }
+  return isNumber(thresholds[round]) ? `, threshold ${formatThreshold(thresholds[round])}` : "";
+}
+
 export function dtsPanelModel(stats) {
   const accepted = Array.isArray(stats.accepted) ? stats.accepted : [];
   const rounds = isNumber(stats.rounds) ? stats.rounds : accepted.length;
@@ -164,8 +177,7 @@ export function dtsPanelModel(stats) {
     color: dtsCellColor(count, isNumber(drafted[round]) ? drafted[round] : stats.chunk),
     tooltip: `round ${round + 1}: ${count} accepted` +
       (isNumber(drafted[round]) ? ` of ${drafted[round]} drafted` : "") +
-      (Array.isArray(stats.thresholds) && isNumber(stats.thresholds[round])
-        ? `, threshold ${formatThreshold(stats.thresholds[round])}` : ""),
+      dtsRoundLimit(stats, round),
   }));
   const lines = [];
   lines.push(`rounds ${rounds} · accepted per round (of ${isNumber(stats.chunk) ? stats.chunk : "?"}):`);

@@ -124,6 +124,15 @@ test("dts footer says why the target ran one position at a time", () => {
   assert.equal(model.footer.at(-1), "target one at a time (ControlNet)");
 });
 
+test("dts cell tooltip carries the tolerance rule's rtol, and atol when set", () => {
+  const stats = { ...DTS_STATS, rule: "tolerance", tolerances: [0.01, 0.0113, 0.0127, 0.014],
+    thresholds: [0, 0, 0, 0] };
+  assert.equal(dtsPanelModel(stats).cells[1].tooltip, "round 2: 6 accepted, tolerance 0.0113 of the target's step");
+  const withAtol = { ...stats, thresholds: [0.002, 0.002, 0.002, 0.002] };
+  assert.equal(dtsPanelModel(withAtol).cells[0].tooltip,
+    "round 1: 6 accepted, tolerance 0.01 of the target's step + 0.002");
+});
+
 test("dts cell tooltip carries the round's threshold", () => {
   assert.equal(dtsPanelModel(DTS_STATS).cells[1].tooltip, "round 2: 6 accepted, threshold 11.5");
 });
