@@ -159,8 +159,8 @@ def test_dts_sampler_at_zero_tolerance_equals_euler_on_stride_two_sigmas(comfy, 
 def test_a_call_without_the_new_widgets_runs_the_tolerance_rule_at_its_defaults(dts_nodes):
     # What a caller of the V1 method that predates rule / rtol / atol gets (a saved workflow gets the same from
     # the frontend, which fills missing widgets with their defaults).
-    from samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL
-
+    # the pack's own copy of the sampler constants (a top-level `samplers` is ComfyUI's comfy/samplers.py there)
+    DEFAULT_ATOL, DEFAULT_RTOL = dts_nodes.DEFAULT_ATOL, dts_nodes.DEFAULT_RTOL
     sampler = dts_nodes.DTSSampler().get_sampler(draft_stride=10, target_stride=2, chunk=6, threshold=0.0375,
                                                  increment=0.005, metric="rms", max_parallel=0, auto=False)[0]
     assert (sampler.extra_options["rule"], sampler.extra_options["rtol"], sampler.extra_options["atol"]) == (
@@ -212,8 +212,8 @@ def test_timestep_range_conditioning_is_evaluated_one_position_at_a_time(comfy, 
 def test_new_dts_inputs_come_after_every_older_one_with_their_defaults(dts_nodes):
     # saved workflows are positional: the widgets added for auto mode, then for the tolerance rule, come after
     # every older one
-    from samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL
-
+    # the pack's own copy of the sampler constants (a top-level `samplers` is ComfyUI's comfy/samplers.py there)
+    DEFAULT_ATOL, DEFAULT_RTOL = dts_nodes.DEFAULT_ATOL, dts_nodes.DEFAULT_RTOL
     for node_class in (dts_nodes.DTSSampler, dts_nodes.DTSKSampler):
         required = node_class.INPUT_TYPES()["required"]
         assert list(required)[-5:] == ["max_parallel", "auto", "rule", "rtol", "atol"]
