@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from support.sdvg import (MeanBrightnessRouter, ScriptedRouter, add_model_folder, load_as_core_causal_wan,
-                          stand_in_conditioning, write_random_wan21_vae, write_tiny_wan)
+from support.sdvg import (CAUSAL_AR_METADATA, MeanBrightnessRouter, ScriptedRouter, add_model_folder, core_ar_model,
+                          load_as_core_causal_wan, stand_in_conditioning, write_random_wan21_vae, write_tiny_wan)
 
 
 WIDTH, HEIGHT = 32, 16  # latent 4 wide x 2 high: 2 x 1 DiT tokens per frame
@@ -367,7 +367,7 @@ def test_a_wan_with_other_latent_channels_is_rejected_with_what_was_found(pack, 
         run_node(pack, wan_models, wan21_vae, target=wan_models["wide_latent"])
 
 
-# --- core's causal Wan (ComfyUI >= 0.32) and the other WAN21_T2V subclasses ----------------------------------------
+# --- core's causal Wan (ComfyUI >= 0.21) and the other WAN21_T2V subclasses ----------------------------------------
 
 @pytest.fixture(scope="module")
 def causal_models(wan_model_dir):
@@ -407,6 +407,88 @@ def test_core_causal_models_run_as_drafter_and_target_exactly_as_the_plain_loads
     stats = json.loads(causal[2])
     assert [block["source"] for block in stats["blocks"]] == ["target", "drafter"]
     assert torch.equal(causal[0]["samples"], plain[0]["samples"])
+
+
+@pytest.fixture(scope="module")
+def flagged_models(comfy_nodes, tmp_path_factory):
+    """The drafter and target weights saved with core's `causal_ar` metadata, loaded by the stock UNETLoader (only
+    where core has its own causal Wan: ComfyUI >= 0.21)."""
+    if core_ar_model() is None:
+        pytest.skip("this ComfyUI has no comfy.ldm.wan.ar_model (core's causal Wan arrived in v0.21.0); the "
+                    "stand-in tests above cover the shape check")
+    directory = tmp_path_factory.mktemp("sdvg_causal_ar")
+    for name in ("drafter", "target"):
+        write_tiny_wan(directory / f"sdvg_test_causal_{name}.safetensors", **TINY_WANS[name],
+                       metadata=CAUSAL_AR_METADATA)
+    add_model_folder("diffusion_models", directory)
+    loader = comfy_nodes.UNETLoader()
+    return {name: loader.load_unet(f"sdvg_test_causal_{name}.safetensors", "default")[0]
+            for name in ("drafter", "target")}
+
+
+def test_causal_ar_file_loads_through_unetloader_as_cores_causal_wan_and_passes_the_check(pack, flagged_models,
+                                                                                          wan_models):
+    import comfy.supported_models
+
+    for name, model in flagged_models.items():
+        assert type(model.model.model_config) is comfy.supported_models.WAN21_CausalAR_T2V
+        assert type(model.model.diffusion_model) is core_ar_model().CausalWanModel
+        assert "causal_ar" not in model.model.model_config.unet_config  # core pops its detection flag
+        assert pack.sdvg.check_wan21_t2v(model, name) is model.model.diffusion_model
+        flagged, plain = model.model.diffusion_model.state_dict(), wan_models[name].model.diffusion_model.state_dict()
+        assert flagged.keys() == plain.keys() and all(torch.equal(flagged[key], plain[key]) for key in plain)
+
+
+def sdvg_latents(pack, models, mode, protocol):
+    """SDVG's latent video (no decoder: the baselines need none) of 3 blocks of 1 latent frame, through the node's
+    own checks and placement, with ComfyUI's attention; block 0 from the target in both modes."""
+    context = stand_in_conditioning(seed=0)[0][0]
+    modules = {name: (model, pack.sdvg.check_wan21_t2v(model, name)) for name, model in models.items()}
+    block_shape = (1, 16, 1, HEIGHT // 8, WIDTH // 8)
+    with torch.inference_mode():
+        runners = pack.sdvg.place_runners(modules, context, block_shape, 3, None, 0,
+                                          {"drafter": "self_forcing", "target": protocol})
+        latent, frames = pack.sdvg_method.speculative_generate(
+            runners["drafter"], runners["target"], None, None, "", num_blocks=3, block_shape=block_shape,
+            tau=pack.sdvg_method.MODE_TAU[mode], seed=7, force_target_first_block=True)
+    assert frames is None
+    return latent
+
+
+@pytest.mark.parametrize("mode", ["target only", "draft only"])
+def test_sdvg_latents_with_cores_causal_wan_equal_those_of_the_same_weights_without_the_flag(pack, flagged_models,
+                                                                                            wan_models, mode):
+    plain = sdvg_latents(pack, {name: wan_models[name] for name in ("drafter", "target")}, mode, "self_forcing")
+    causal = sdvg_latents(pack, flagged_models, mode, "self_forcing")
+    assert torch.isfinite(plain).all() and plain.abs().max() > 0
+    assert torch.equal(causal, plain)
+
+
+@pytest.mark.slow
+def test_node_with_cores_causal_wan_as_drafter_and_target_gives_the_plain_loads_video(pack, wan_models,
+                                                                                      flagged_models, wan21_vae):
+    """The whole node (VAE, router, Krea target): block 0 from the target, block 1's draft kept, block 2's
+    rejected."""
+    settings = dict(num_blocks=3, frames_per_block=1, tau=0.0)
+    plain = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0, -1.0]), **settings)
+    causal = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0, -1.0]), **settings,
+                      drafter=flagged_models["drafter"], target=flagged_models["target"])
+    assert [block["source"] for block in json.loads(causal[2])["blocks"]] == ["target", "drafter", "target"]
+    assert torch.equal(causal[0]["samples"], plain[0]["samples"])
+    assert torch.equal(causal[1], plain[1])
+
+
+@pytest.mark.parametrize("name", ["drafter", "target"])
+def test_a_model_carrying_core_ar_config_is_refused_naming_it(pack, wan_models, wan21_vae, name):
+    """What core's ARVideoI2V sets on its MODEL output (comfy_extras/nodes_ar_video.py): a start image SDVG would
+    drop, turning an image-to-video request into text-to-video."""
+    model = wan_models[name].clone()
+    options = model.model_options.setdefault("transformer_options", {})
+    options.setdefault("ar_config", {})["initial_latent"] = torch.zeros(1, 16, 1, HEIGHT // 8, WIDTH // 8)
+    with pytest.raises(ValueError, match=fr"{name}: expected a MODEL without core AR video state, got "
+                                         r"transformer_options with ar_config \(initial_latent\)"):
+        run_node(pack, wan_models, wan21_vae, **{name: model})
+    assert "ar_config" not in wan_models[name].model_options.get("transformer_options", {})  # the clone only
 
 
 @pytest.mark.parametrize("config_name, found", [
