@@ -181,6 +181,39 @@ def test_conversion_refuses_a_widget_count_that_does_not_match_the_inputs():
         ui_to_api(workflow, {"Loader": LOADER_INFO, "Sampler": SAMPLER_INFO})
 
 
+def newer_sampler_info():
+    """SAMPLER_INFO as a later core version might give it: a widget added in the middle (a combo) and one at the end
+    (an INT with a default), as CreateVideo gained bit_depth in ComfyUI 0.27."""
+    required = dict(SAMPLER_INFO["input"]["required"], mode=[["fast", "slow"]])
+    optional = dict(SAMPLER_INFO["input"]["optional"], bit_depth=["INT", {"default": 8, "min": 8, "max": 16}])
+    return {"input": {"required": required, "optional": optional},
+            "input_order": {"required": ["model", "seed", "mode", "steps", "name", "hidden_link"],
+                            "optional": ["strength", "bit_depth"]}}
+
+
+def saved_with_every_widget_named():
+    """tiny_ui_workflow's sampler as current frontends save it: every widget also listed in `inputs`."""
+    workflow = tiny_ui_workflow()
+    workflow["nodes"][1]["inputs"] = workflow["nodes"][1]["inputs"][:2] + [
+        {"name": name, "type": "X", "widget": {"name": name}, "link": None}
+        for name in ("seed", "steps", "name", "strength")]
+    return workflow
+
+
+def test_conversion_gives_widgets_core_added_since_their_defaults_and_keeps_the_saved_ones_by_name():
+    prompt = ui_to_api(saved_with_every_widget_named(), {"Loader": LOADER_INFO, "Sampler": newer_sampler_info()})
+    assert prompt["2"]["inputs"] == {"model": ["1", 0], "seed": 7, "steps": 12, "name": "b", "strength": 0.5,
+                                     "mode": "fast", "bit_depth": 8}
+
+
+def test_conversion_refuses_a_saved_widget_the_server_no_longer_has():
+    info = newer_sampler_info()
+    del info["input"]["optional"]["strength"]
+    info["input_order"]["optional"].remove("strength")
+    with pytest.raises(ConversionError, match=r"saved widgets \['strength'\] are not inputs of the server's Sampler"):
+        ui_to_api(saved_with_every_widget_named(), {"Loader": LOADER_INFO, "Sampler": info})
+
+
 def test_widget_check_reports_values_out_of_bounds_and_unknown_choices():
     assert "above the maximum" in check_widget_value("steps", SAMPLER_INFO["input"]["required"]["steps"], 1000)
     assert "not one of" in check_widget_value("name", SAMPLER_INFO["input"]["required"]["name"], "c")
