@@ -159,7 +159,7 @@ def test_decoding_a_draft_does_not_advance_the_stream(pack, wan21_vae):
 def test_advancing_with_a_stale_pending_state_is_rejected(pack, wan21_vae):
     decoder = pack.stream_decode.WanStreamingDecoder(wan21_vae)
     # Decoded after 2 committed latent frames, but none are committed: its state continues another history.
-    stale = pack.stream_decode.PendingDecodeState(causal_cache=[], base_latent_frames=2, latent_frames=1)
+    stale = pack.stream_decode.PendingDecodeState(state={}, base_latent_frames=2, latent_frames=1)
     with pytest.raises(ValueError, match="pending: this block was decoded after 2 committed latent frames"):
         decoder.advance(stale)
 
