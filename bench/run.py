@@ -10,8 +10,13 @@ Every figure is measured in this run and also given as a ratio to its baseline f
   for the whole run, as a ComfyUI server keeps one per loaded model). All DTS runs use the same 100-step fine
   schedule as Euler-100.
 - SDVG (block-autoregressive with KV caches, default world): target-only (tau = +inf, baseline), draft-only
-  (tau = -inf) and SDVG at several tau, with the world's analytic quality score as the router, and the router's
-  rank correlation with success.
+  (tau = -inf), SDVG at several tau (chosen on CHOICE_SEEDS) with the world's analytic quality score as the
+  router, and the success check itself as the router (the bound); costs in DiT FLOPs and target forwards from
+  speculative_generate's stats next to CPU wall; the router's rank correlation with success.
+
+Seeds: the tables use REPORT_SEEDS (bench/world.py), on which nothing was chosen; `--seeds choice` runs the same
+on CHOICE_SEEDS. Every success rate carries its 95 % Wilson interval and seed count, and its paired (same seeds)
+exact McNemar test against the baseline (bench/stats.py).
 
 Columns say what transfers to other hardware: `calls` are sequential model invocations (the latency on hardware
 that runs a batch in the time of one sample), `evals` are per-sample evaluations (the compute); `wall` is CPU wall

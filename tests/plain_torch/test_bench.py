@@ -525,3 +525,25 @@ def test_distillation_loss_is_zero_only_for_the_teachers_velocity():
     timestep = seen["timestep"]
     assert timestep.shape[1] >= 6 and (timestep[:, :-3] == 0).all()  # block 0 is never the drafter's
     assert {round(float(t) / 1000, 4) for t in timestep[:, -3:].flatten()} <= {0.9999, 0.75, 0.5, 0.25}
+
+
+def test_drafter_starts_from_the_targets_weights_on_its_channels():
+    # The distilled drafter is initialised from the target (bench.train.slice_target): its embeddings, its one
+    # layer and its head are the target's restricted to DRAFTER_CHANNELS, and so is its position embedding.
+    from bench.models import DRAFTER_CHANNELS, build_model, model_position_embedding
+    from bench.train import init_weights, slice_target
+    target = build_model("target")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in target.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    drafter = slice_target(init_weights(build_model("drafter")), target.state_dict(), layer=1)
+    channels = list(DRAFTER_CHANNELS)
+    assert len(channels) == drafter.config.dim
+    assert torch.equal(drafter.patch_embedding.weight, target.patch_embedding.weight[channels])
+    assert torch.equal(drafter.head.head.weight, target.head.head.weight[:, channels])
+    assert torch.equal(drafter.blocks[0].self_attn.q.weight, target.blocks[1].self_attn.q.weight[:96][:, channels])
+    assert torch.equal(drafter.blocks[0].cross_attn.o.weight, target.blocks[1].cross_attn.o.weight[channels][:, :96])
+    projection = target.time_projection[1].weight.reshape(6, 128, 128)
+    assert torch.equal(drafter.time_projection[1].weight.reshape(6, 96, 96), projection[:, channels][:, :, channels])
+    assert torch.equal(model_position_embedding(96, 3, 4, 4, 6), model_position_embedding(128, 3, 4, 4, 6)[channels])
