@@ -42,7 +42,7 @@ DEFAULTS = {
     "target": dict(steps=2800, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
     # the shipped drafter: distilled from the target's own block-by-block rollouts (bench.train.distil), trained
     # only where SDVG runs it (its four sigmas, after clean committed blocks), judged on CHOICE_SEEDS
-    "drafter": dict(steps=3000, batch=32, lr=2e-3, seed=0, rollouts=1024, distil=True),
+    "drafter": dict(steps=4000, batch=32, lr=2e-3, seed=0, rollouts=1024, judge_every=500, distil=True),
     # the star world (DTS only, so only the "uniform" noise pattern), fine-tuned from the shipped target in three
     # stages, each a new warm-up and cosine decay (the stages' weights are not shipped: git-ignored)
     "target_stars_stage1": dict(steps=1500, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(1.0, 0.0),
