@@ -140,9 +140,35 @@ def check_fits(plan, available_bytes, device="the device"):
     inputs = plan.inputs
     drivers = ", ".join(f"{key} {value}" for key, value in inputs.items() if key != "protocols")
     protocols = ", ".join(f"{name}_protocol {protocol}" for name, protocol in inputs.get("protocols", {}).items())
+    advice = "; ".join(memory_advice(plan))
     raise MemoryPlanError(
         f"SDVG needs {plan.total_bytes:,} bytes ({plan.total_bytes / GIB:.2f} GiB) on {device} but only "
         f"{int(available_bytes):,} bytes ({available_bytes / GIB:.2f} GiB) can be made free there. Plan: "
-        f"{plan.describe()}. Driven by: {drivers}, {protocols}. Lower width / height or num_blocks, give a "
-        "self_forcing model a window (local_attn_frames), or run the target under krea_realtime (its cache holds "
-        "context_frames + frames_per_block frames whatever the length).")
+        f"{plan.describe()}. Driven by: {drivers}, {protocols}. Options: {advice}.")
+
+
+def memory_advice(plan):
+    """What would shrink this plan, given the run's own protocols and inputs: only changes the run can still make
+    (no "use krea_realtime" for a target that already does, no "fewer blocks" when no cache grows with them)."""
+    inputs = plan.inputs
+    video_frames = inputs.get("num_blocks", 0) * inputs.get("frames_per_block", 0)
+    window = inputs.get("local_attn_frames", 0)
+    advice = ["lower width / height (every cache, text K/V aside, scales with the pixels)"]
+    growing = [name for name, model in plan.models.items()
+               if model.protocol == "self_forcing" and model.cache_frames == video_frames]
+    if growing:
+        advice.append(f"fewer num_blocks (the {' and '.join(growing)} cache holds the whole video, "
+                      f"{video_frames} latent frames)")
+    self_forcing = [name for name, model in plan.models.items() if model.protocol == "self_forcing"]
+    if self_forcing and not window:
+        advice.append(f"give the self_forcing {' and '.join(self_forcing)} a window (local_attn_frames, e.g. 12 with "
+                      "sink_frames 3: the cache then holds 12 frames whatever the length)")
+    elif self_forcing and window > inputs.get("frames_per_block", 0) + inputs.get("sink_frames", 0):
+        advice.append(f"a smaller local_attn_frames (now {window})")
+    target = plan.models.get("target")
+    if target is not None and target.protocol == "self_forcing":
+        advice.append("run the target under krea_realtime if its checkpoint was released for it (its cache holds "
+                      "context_frames + frames_per_block frames whatever the length)")
+    if any(model.protocol == "krea_realtime" for model in plan.models.values()) and inputs.get("context_frames", 3) > 3:
+        advice.append(f"fewer context_frames (now {inputs['context_frames']}; Krea's release uses 3)")
+    return advice

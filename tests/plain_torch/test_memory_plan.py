@@ -59,3 +59,31 @@ def test_a_plan_that_does_not_fit_names_bytes_and_the_inputs_driving_them():
                                               r"width 832, height 480, num_blocks 9, frames_per_block 3, "
                                               r"local_attn_frames 0.*target_protocol self_forcing"):
         check_fits(plan, 1000, "cuda:0")
+
+
+def refusal(drafter_protocol, target_protocol, **inputs):
+    import pytest
+
+    from samplers.models.memory_plan import MemoryPlanError, WAN_1_3B, check_fits
+
+    plan = memory_plan({"drafter": (WAN_1_3B, drafter_protocol, torch.bfloat16),
+                        "target": (WAN_14B, target_protocol, torch.bfloat16)},
+                       **{**dict(width=832, height=480, num_blocks=9), **inputs})
+    with pytest.raises(MemoryPlanError) as error:
+        check_fits(plan, 1000)
+    return str(error.value).split("Options: ", 1)[1]
+
+
+def test_refusal_never_advises_the_protocol_the_target_already_runs():
+    assert "run the target under krea_realtime" in refusal("self_forcing", "self_forcing")
+    assert "krea_realtime" not in refusal("self_forcing", "krea_realtime")
+
+
+def test_refusal_advises_a_window_only_to_self_forcing_models_without_one():
+    paper_pair = refusal("self_forcing", "krea_realtime")
+    assert "give the self_forcing drafter a window" in paper_pair and "fewer num_blocks (the drafter cache" in paper_pair
+    windowed = refusal("self_forcing", "krea_realtime", local_attn_frames=12, sink_frames=3)
+    assert "give the self_forcing" not in windowed and "a smaller local_attn_frames (now 12)" in windowed
+    assert "num_blocks" not in windowed  # a window of 12 caps the cache below the 27-frame video
+    krea_only = refusal("krea_realtime", "krea_realtime")
+    assert "window" not in krea_only and "num_blocks" not in krea_only and "width / height" in krea_only
