@@ -5,11 +5,10 @@ the nodes' slots; each workflow has a Note naming the model files it loads; and 
 nodes match the nodes' current inputs (count, order, type, bounds, fixed choices), so renaming or reordering an
 input breaks this test instead of the users' saved workflows.
 
-What needs ComfyUI: the V3 node modules (nodes/dts.py, nodes/reward.py) import ComfyUI's comfy_api, so the pack as
-a whole and their nodes are read only by tests/with_comfyui/test_workflows_comfyui.py (in-process ComfyUI, on every
-ComfyUI version the suite runs on): which node types are the pack's, and those nodes' widget values. Here, without
-ComfyUI, the V1 node modules are read on their own and their nodes' widgets checked. Core nodes' widget values are
-checked against a live server's /object_info by tests/with_server/test_e2e_comfyui.py.
+What needs ComfyUI: every node module (nodes/dts.py, nodes/reward.py, nodes/sdvg.py) is V3 and imports ComfyUI's
+comfy_api, so the pack's nodes are read only by tests/with_comfyui/test_workflows_comfyui.py (in-process ComfyUI, on
+every ComfyUI version the suite runs on): which node types are the pack's, and those nodes' widget values. Core
+nodes' widget values are checked against a live server's /object_info by tests/with_server/test_e2e_comfyui.py.
 
 Also here: the UI -> API conversion of tests/support/e2e.py on small hand-made cases.
 """
@@ -17,15 +16,13 @@ import pytest
 
 from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_value, drop_unreferenced,
                          is_widget_input, link_problems, ui_to_api, ui_widget_inputs)
-from support.workflows import (EXPECTED_WORKFLOWS, WORKFLOW_FILES, HideComfyUI, load_workflow, node_info,
-                               pack_nodes_in_workflows, v1_node_classes_readable_without_comfyui, widget_problems)
+from support.workflows import (EXPECTED_WORKFLOWS, WORKFLOW_FILES, load_workflow,
+                               v1_node_classes_readable_without_comfyui)
 
 
-@pytest.fixture(scope="module")
-def v1_nodes():
+def test_every_node_file_is_v3_and_read_by_the_comfyui_suite():
     classes, needs_comfyui = v1_node_classes_readable_without_comfyui()
-    assert needs_comfyui == ["dts", "reward"], needs_comfyui  # the V3 files; sdvg.py is V1 until it migrates
-    return classes
+    assert classes == {} and needs_comfyui == ["dts", "reward", "sdvg"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,42 +74,6 @@ def test_dts_wan_workflow_runs_dts_on_a_100_step_schedule():
     nodes = load_workflow("dts_wan21_t2v.json")["nodes"]
     scheduler = next(node for node in nodes if node["type"] == "BasicScheduler")
     assert scheduler["widgets_values"][1] == 100  # BasicScheduler widgets: scheduler, steps, denoise
-
-
-def test_v1_pack_widget_values_match_inputs_without_comfyui(v1_nodes):
-    checked, problems = set(), []
-    for file_name, node in pack_nodes_in_workflows(v1_nodes):
-        try:
-            with HideComfyUI():
-                info = node_info(v1_nodes[node["type"]])
-        except ImportError:
-            continue  # this V1 node's INPUT_TYPES lists ComfyUI's choices: the ComfyUI suite checks it
-        checked.add(node["type"])
-        problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
-    assert checked >= {"SDVGSpeculativeVideo"}, checked
-    assert problems == []
-
-
-def sdvg_node_and_info(v1_nodes):
-    node = next(node for node in load_workflow("sdvg_selfforcing_krea.json")["nodes"]
-                if node["type"] == "SDVGSpeculativeVideo")
-    return node, node_info(v1_nodes["SDVGSpeculativeVideo"])
-
-
-def test_a_renamed_pack_input_is_reported(v1_nodes):
-    node, info = sdvg_node_and_info(v1_nodes)
-    assert widget_problems(node, info) == []
-    required = info["input"]["required"]
-    info["input"]["required"] = {("threshold" if name == "tau" else name): spec for name, spec in required.items()}
-    info["input_order"]["required"] = list(info["input"]["required"])
-    assert any("threshold" in problem for problem in widget_problems(node, info))
-
-
-def test_a_new_pack_input_is_reported(v1_nodes):
-    node, info = sdvg_node_and_info(v1_nodes)
-    info["input"]["required"]["extra_knob"] = ("INT", {"default": 1})
-    info["input_order"]["required"].append("extra_knob")
-    assert any("widget values for" in problem for problem in widget_problems(node, info))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -170,16 +170,26 @@ def test_node_is_registered_with_tooltips_router_socket_and_hidden_unique_id(com
     node_class = comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"]
     assert comfy_pack.NODE_DISPLAY_NAME_MAPPINGS["SDVGSpeculativeVideo"] == "SDVG Speculative Video"
     assert node_class.CATEGORY == "sampling/speculative"
-    assert node_class.RETURN_TYPES == ("LATENT", "IMAGE", "STRING")
+    assert tuple(node_class.RETURN_TYPES) == ("LATENT", "IMAGE", "STRING")
     schema = node_class.INPUT_TYPES()
     visible = {**schema["required"], **schema["optional"]}
     assert visible["router"][0] == "REWARD_ROUTER"
     assert visible["tau"][1]["default"] == -0.7
     assert visible["frames_per_block"][1]["default"] == 3
-    assert schema["hidden"] == {"unique_id": "UNIQUE_ID"}
+    assert list(schema["hidden"]) == ["unique_id"]
     assert [name for name, spec in visible.items() if "tooltip" not in spec[1]] == []
     assert [name for name, spec in visible.items()
             if spec[0] in ("INT", "FLOAT") and not ("min" in spec[1] and "max" in spec[1])] == []
+
+
+def test_node_keeps_the_v1_nodes_input_order_so_saved_workflows_and_api_prompts_load(comfy_pack):
+    # The order the V1 node (before the V3 migration) had: widgets_values and socket slots are saved in it.
+    order = comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"].GET_NODE_INFO_V1()["input_order"]
+    assert order["required"] == ["drafter", "target", "vae", "positive", "router_prompt", "width", "height",
+                                 "num_blocks", "frames_per_block", "tau", "mode", "drafter_sigmas", "target_sigmas",
+                                 "seed", "force_target_first_block"]
+    assert order["optional"] == ["router", "local_attn_frames", "sink_frames", "drafter_protocol", "target_protocol",
+                                 "drafter_schedule", "target_schedule", "context_frames"]
 
 
 # --- the node in a ComfyUI graph ---------------------------------------------------------------------------------

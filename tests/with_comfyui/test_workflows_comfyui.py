@@ -27,3 +27,26 @@ def test_pack_widget_values_match_inputs_in_comfyui(pack):
         problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
     assert checked >= {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter"}, checked
     assert problems == []
+
+
+def sdvg_node_and_info(pack):
+    node = next(node for node in load_workflow("sdvg_selfforcing_krea.json")["nodes"]
+                if node["type"] == "SDVGSpeculativeVideo")
+    return node, node_info(pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"])
+
+
+def test_a_renamed_pack_input_is_reported(pack):
+    node, info = sdvg_node_and_info(pack)
+    assert widget_problems(node, info) == []
+    required = info["input"]["required"]
+    info["input"]["required"] = {("threshold" if name == "tau" else name): spec for name, spec in required.items()}
+    info["input_order"]["required"] = [("threshold" if name == "tau" else name)
+                                       for name in info["input_order"]["required"]]
+    assert any("threshold" in problem for problem in widget_problems(node, info))
+
+
+def test_a_new_pack_input_is_reported(pack):
+    node, info = sdvg_node_and_info(pack)
+    info["input"]["required"]["extra_knob"] = ("INT", {"default": 1})
+    info["input_order"]["required"].append("extra_knob")
+    assert any("widget values for" in problem for problem in widget_problems(node, info))
