@@ -172,3 +172,39 @@ def memory_advice(plan):
     if any(model.protocol == "krea_realtime" for model in plan.models.values()) and inputs.get("context_frames", 3) > 3:
         advice.append(f"fewer context_frames (now {inputs['context_frames']}; Krea's release uses 3)")
     return advice
+
+
+def weight_bytes(config, dtype=torch.bfloat16):
+    """Bytes of a Wan DiT's weights stored in `dtype` (its parameter count from the model built on the meta device;
+    ComfyUI's fp8 weight_dtype stores all but a couple of small tensors in 8 bits)."""
+    from .wan import WanDiT
+
+    with torch.device("meta"):
+        parameters = sum(parameter.numel() for parameter in WanDiT(config).parameters())
+    return parameters * torch.empty((), dtype=dtype).element_size()
+
+
+# The SDVG template's run: 832x480, 7 blocks of 3 latent frames, the paper's pair.
+TEMPLATE_RUN = dict(width=832, height=480, num_blocks=7, frames_per_block=3)
+TARGET_WEIGHT_DTYPES = (("default (bf16)", torch.bfloat16), ("fp8_e4m3fn", torch.float8_e4m3fn))
+
+
+def device_memory_rows(compute_dtype=torch.bfloat16):
+    """What the SDVG template needs on its device, per weight_dtype of the 14B target: [(label, target weights,
+    drafter weights, plan, target + plan, both + plan)] in bytes. The plan (caches, text K/V, activations) is in the
+    compute dtype, which fp8 weights do not change (ComfyUI computes in bf16 and casts the weights)."""
+    plan = memory_plan({"drafter": (WAN_1_3B, "self_forcing", compute_dtype),
+                        "target": (WAN_14B, "krea_realtime", compute_dtype)}, **TEMPLATE_RUN)
+    drafter = weight_bytes(WAN_1_3B, torch.bfloat16)
+    return [(label, weight_bytes(WAN_14B, dtype), drafter, plan.total_bytes, weight_bytes(WAN_14B, dtype) +
+             plan.total_bytes, weight_bytes(WAN_14B, dtype) + drafter + plan.total_bytes)
+            for label, dtype in TARGET_WEIGHT_DTYPES]
+
+
+def device_memory_table():
+    """The docs' table of what fits where (markdown, GiB): `device_memory_rows`."""
+    rows = ["| target weight_dtype | 14B target weights | 1.3B drafter weights (bf16) | run plan | target + plan "
+            "(drafter offloaded between its calls) | both models + plan |", "|---|---|---|---|---|---|"]
+    for label, *sizes in device_memory_rows():
+        rows.append(f"| {label} | " + " | ".join(f"{size / GIB:.1f} GiB" for size in sizes) + " |")
+    return "\n".join(rows)

@@ -87,3 +87,19 @@ def test_refusal_advises_a_window_only_to_self_forcing_models_without_one():
     assert "num_blocks" not in windowed  # a window of 12 caps the cache below the 27-frame video
     krea_only = refusal("krea_realtime", "krea_realtime")
     assert "window" not in krea_only and "num_blocks" not in krea_only and "width / height" in krea_only
+
+
+def test_docs_what_fits_where_table_is_what_the_function_computes():
+    from samplers.models.memory_plan import device_memory_table
+
+    with open(os.path.join(REPO, "docs", "sdvg.md")) as handle:
+        assert device_memory_table() in handle.read()
+
+
+def test_fp8_target_weights_take_half_of_bf16_and_the_plan_does_not_change():
+    from samplers.models.memory_plan import device_memory_rows
+
+    (_, bf16, drafter, plan, alone, both), (_, fp8, drafter8, plan8, alone8, both8) = device_memory_rows()
+    assert bf16 == 2 * fp8 and (drafter, plan) == (drafter8, plan8)
+    assert (alone, both, alone8, both8) == (bf16 + plan, bf16 + drafter + plan, fp8 + plan, fp8 + drafter + plan)
+    assert round(bf16 / 1e9, 1) == 28.6  # Krea Realtime 14B in bf16: ~28.6 GB (14.3 billion parameters)

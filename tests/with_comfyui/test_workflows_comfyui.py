@@ -3,7 +3,7 @@ type is the pack's or core's, and the widget values of the pack's nodes match th
 schema describes them to the frontend, V1 nodes from INPUT_TYPES)."""
 import pytest
 
-from support.workflows import (CORE_NODE_TYPES, WORKFLOW_FILES, import_pack, load_workflow, node_info,
+from support.workflows import (SDVG, CORE_NODE_TYPES, WORKFLOW_FILES, import_pack, load_workflow, node_info,
                                pack_nodes_in_workflows, widget_problems)
 
 
@@ -25,12 +25,13 @@ def test_pack_widget_values_match_inputs_in_comfyui(pack):
         info = node_info(pack.NODE_CLASS_MAPPINGS[node["type"]])
         checked.add(node["type"])
         problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
-    assert checked >= {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter"}, checked
+    assert checked >= {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter",
+                       "LoadCausalWanCheckpoint"}, checked
     assert problems == []
 
 
 def sdvg_node_and_info(pack):
-    node = next(node for node in load_workflow("sdvg_selfforcing_krea.json")["nodes"]
+    node = next(node for node in load_workflow(f"{SDVG}.json")["nodes"]
                 if node["type"] == "SDVGSpeculativeVideo")
     return node, node_info(pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"])
 
