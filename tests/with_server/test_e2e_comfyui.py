@@ -251,7 +251,7 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
         assert os.path.getsize(path) > 0, path
     stats_events = [data for kind, data in messages if kind == STATS_EVENT]
     assert stats_events, "no statistics event reached the client that queued the prompt"
-    expected_kind = "sdvg" if name.startswith("sdvg") else "dts"
+    expected_kind = "sdvg" if name == SDVG else "dts"
     event = stats_events[-1]
     assert event["kind"] == expected_kind
     node_type = {"dts": ("DTSSampler", "DTSKSampler"), "sdvg": ("SDVGSpeculativeVideo",)}[expected_kind]
