@@ -236,3 +236,17 @@ def test_sdvg_example_types_the_prompt_once_for_the_text_encoder_and_the_router(
     text_source = source("CLIPTextEncode", "text")
     assert text_source is not None and text_source == source("SDVGSpeculativeVideo", "router_prompt")
     assert nodes[text_source[0]]["widgets_values"][0].strip()
+
+
+def test_conversion_gives_widgets_appended_after_the_save_their_defaults():
+    info = {"input": {"required": {"images": ["IMAGE"], "fps": ["FLOAT", {"default": 30.0}],
+                                   "bit_depth": [["8-bit", "10-bit"], {"default": "8-bit"}]}},
+            "input_order": {"required": ["images", "fps", "bit_depth"]}}
+    workflow = {"nodes": [{"id": 1, "type": "CreateVideo", "mode": 0, "widgets_values": [16],
+                           "inputs": [{"name": "images", "type": "IMAGE", "link": None},
+                                      {"name": "fps", "type": "FLOAT", "widget": {"name": "fps"}, "link": None}],
+                           "outputs": []}], "links": []}
+    assert ui_to_api(workflow, {"CreateVideo": info})["1"]["inputs"] == {"fps": 16, "bit_depth": "8-bit"}
+    workflow["nodes"][0]["inputs"][1]["widget"]["name"] = "rate"  # a renamed widget is no appended one
+    with pytest.raises(ConversionError, match="1 widget values for 2 widgets"):
+        ui_to_api(workflow, {"CreateVideo": info})
