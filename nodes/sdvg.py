@@ -13,9 +13,8 @@ from ..samplers.methods.sdvg import MODE_TAU
 from ..samplers.models.self_forcing_files import AUTO_KEY
 from .glue.causal_wan_files import FOLDER_NAME, load_causal_wan, weight_dtype_choices
 from .glue.sdvg_run import DEFAULT_SIGMAS, PROTOCOLS, SCHEDULE_CHOICES, run_sdvg
+from .reward import RewardRouter
 from .v3 import advanced, node_id
-
-RewardRouter = io.Custom("REWARD_ROUTER")
 
 
 class SDVGSpeculativeVideo(io.ComfyNode):
@@ -166,8 +165,6 @@ class LoadCausalWanCheckpoint(io.ComfyNode):
     @classmethod
     def execute(cls, unet_name, weight_dtype, state_dict_key=AUTO_KEY):
         return io.NodeOutput(load_causal_wan(unet_name, weight_dtype, state_dict_key))
-
-    load = execute
 
 
 NODES = [SDVGSpeculativeVideo, LoadCausalWanCheckpoint]
