@@ -2,8 +2,9 @@
 
 The plan counts what stays allocated for the whole run, per model: its self-attention KV cache under its protocol
 (`causal_runner.cache_frames`: the whole video or the window for self_forcing, K + frames_per_block for
-krea_realtime) and its text cross-attention K/V; plus the activations of the largest single forward (one block, or
-Krea's recompute over K context frames), which the two models never hold at the same time. The model weights are
+krea_realtime) and its text cross-attention K/V; plus the activations of the largest single forward (one block,
+Krea's recompute over K context frames, or a self_forcing target's deferred commit of the blocks it skipped, with its
+mask), which the two models never hold at the same time. The model weights are
 not in the plan: ComfyUI loads, offloads or streams them itself.
 
 Activations assume a memory-efficient attention kernel (no [queries x keys] score matrix is materialised for the
@@ -90,12 +91,20 @@ def memory_plan(models, *, width, height, num_blocks, frames_per_block=3, local_
         window = local_attn_frames if protocol == "self_forcing" else None
         frames = cache_frames(protocol, max_frames, frames_per_block, window, context_frames)
         forward_frames = max(frames_per_block, context_frames if protocol == "krea_realtime" else 0)
+        mask_bytes = 0
+        if name == "target" and protocol == "self_forcing":
+            # The loop defers a self_forcing target's commits to its next block (samplers/methods/sdvg.py,
+            # BlockLoop): one forward over up to every earlier block (at most the cache's room), with a block-causal
+            # mask [queries x keys] held as booleans and, by ComfyUI's attention dispatch, in the compute dtype.
+            forward_frames = max(forward_frames, min(max_frames - frames_per_block, frames))
+            if forward_frames > frames_per_block:
+                mask_bytes = (forward_frames * tokens_per_frame) * (frames * tokens_per_frame) * (1 + itemsize)
         forward_tokens = batch_size * forward_frames * tokens_per_frame
         plans[name] = ModelPlan(
             protocol=protocol, cache_frames=frames,
             kv_cache_bytes=2 * layers * batch_size * frames * tokens_per_frame * dim * itemsize,
             text_kv_bytes=2 * layers * batch_size * text_tokens * dim * itemsize,
-            activation_bytes=forward_tokens * (6 * dim + 2 * ffn_dim + heads * text_tokens) * itemsize)
+            activation_bytes=forward_tokens * (6 * dim + 2 * ffn_dim + heads * text_tokens) * itemsize + mask_bytes)
     inputs = dict(width=width, height=height, num_blocks=num_blocks, frames_per_block=frames_per_block,
                   local_attn_frames=local_attn_frames or 0, sink_frames=sink_frames, context_frames=context_frames,
                   protocols={name: protocol for name, (_, protocol, _) in models.items()})

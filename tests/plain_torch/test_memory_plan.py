@@ -103,3 +103,19 @@ def test_fp8_target_weights_take_half_of_bf16_and_the_plan_does_not_change():
     assert bf16 == 2 * fp8 and (drafter, plan) == (drafter8, plan8)
     assert (alone, both, alone8, both8) == (bf16 + plan, bf16 + drafter + plan, fp8 + plan, fp8 + drafter + plan)
     assert round(bf16 / 1e9, 1) == 28.6  # Krea Realtime 14B in bf16: ~28.6 GB (14.3 billion parameters)
+
+
+def test_a_self_forcing_targets_plan_holds_its_deferred_commit_of_every_earlier_block_and_its_mask():
+    from samplers.models.memory_plan import WAN_1_3B, memory_plan
+
+    def activations(name, **options):
+        plan = memory_plan({name: (WAN_1_3B, "self_forcing", torch.bfloat16)}, width=832, height=480, num_blocks=7,
+                           **options)
+        return plan.models[name].activation_bytes
+
+    per_token = (6 * 1536 + 2 * 8960 + 12 * 512) * 2
+    assert activations("drafter") == 3 * 1560 * per_token  # one block
+    # Blocks 0-5 in one forward before block 6, attending to the 21-frame cache ++ themselves under a mask.
+    assert activations("target") == 18 * 1560 * per_token + (18 * 1560) * (21 * 1560) * (1 + 2)
+    # A window of 9 frames caps the cache, hence the deferred forward, at 9 frames.
+    assert activations("target", local_attn_frames=9, sink_frames=3) == 9 * 1560 * per_token + (9 * 1560) ** 2 * 3

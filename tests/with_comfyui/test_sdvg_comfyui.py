@@ -606,6 +606,57 @@ def test_node_hands_the_models_transformer_options_to_the_attention(pack, wan_mo
     assert len(calls) == 5 * 2  # 5 Krea steps x 2 layers, all through the override
 
 
+# --- what an accepted block costs the target -----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_blocks", [2, 4])
+def test_every_draft_accepted_makes_draft_only_modes_target_calls_and_latent(pack, wan_models, wan21_vae, num_blocks):
+    """Counted through ComfyUI's attention hook on the target: an accepted block costs the (Krea) target nothing,
+    so speculative mode with every draft kept makes exactly draft-only mode's target calls, whatever the length."""
+    layers = len(wan_models["target"].model.diffusion_model.blocks)
+    results = {}
+    for mode in ("speculative", "draft only"):
+        calls = []
+        target = wan_models["target"].clone()
+        target.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
+            counting_override(calls)
+        latent, _, stats_text = run_node(pack, wan_models, wan21_vae, target=target, mode=mode, tau=0.0,
+                                         router=ScriptedRouter([1.0] * (num_blocks - 1)), num_blocks=num_blocks,
+                                         frames_per_block=1)
+        stats = json.loads(stats_text)
+        results[mode] = (len(calls), latent["samples"], stats)
+    (spec_calls, spec_latent, spec_stats), (draft_calls, draft_latent, draft_stats) = (results["speculative"],
+                                                                                      results["draft only"])
+    assert [block["source"] for block in spec_stats["blocks"]] == ["target"] + ["drafter"] * (num_blocks - 1)
+    assert spec_calls == draft_calls == 5 * layers  # block 0's 5 Krea steps, nothing after
+    assert spec_stats["target_forwards"] == draft_stats["target_forwards"] == 5
+    assert spec_stats["target_forwards_saved"] == (num_blocks - 1) * (5 + 1)
+    assert torch.equal(spec_latent, draft_latent)
+
+
+@pytest.mark.slow
+def test_node_stats_count_costs_and_flops(mixed_run):
+    stats = mixed_run.stats
+    # Block 0 by the target, block 1's draft kept, block 2's rejected: the Krea target rebuilds once, before block 2.
+    assert stats["costs"]["target"]["generate"]["calls"] == 2 * 5 and stats["costs"]["target"]["rebuild"]["calls"] == 1
+    assert stats["costs"]["drafter"]["generate"]["calls"] == 2 * 4 and stats["costs"]["drafter"]["commit"]["calls"] == 2
+    assert stats["costs"]["router"]["frames"]["calls"] == 2
+    assert stats["target_forwards"] == 11 and stats["target_forwards_saved"] == (3 * 5 + 2) - 11
+    assert stats["flops"]["total"] == stats["flops"]["drafter"] + stats["flops"]["target"] > 0
+    assert stats["flops_speedup"] == pytest.approx(stats["estimated_target_only_flops"] / stats["flops"]["total"])
+
+
+# --- non-finite values -----------------------------------------------------------------------------------------------
+
+def test_a_nan_conditioning_stops_the_node_with_an_error_naming_block_model_and_cause(pack, wan_models, wan21_vae):
+    positive = stand_in_conditioning(seed=0)
+    positive[0][0][0, 3, 7] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"SDVG: block 0: the target gave a non-finite block \(NaN or inf\)"
+                                                 r"\. Likely cause: NaN or inf in the CONDITIONING"):
+        run_node(pack, wan_models, wan21_vae, positive=positive, mode="target only", num_blocks=1,
+                 frames_per_block=1, force_target_first_block=False)
+
+
 # --- published files: Krea's .safetensors layout, Self-Forcing's .pt through Load Causal Wan Checkpoint -----------
 
 def saved_tensors(directory, name):
