@@ -6,8 +6,7 @@ uses them without ComfyUI), and the model writers import ComfyUI inside the func
 - `ComfyUIServer`: starts `main.py --cpu` of the checkout at COMFYUI_PATH on a loopback port with a base
   directory of its own (models, custom_nodes, input, output, user), waits for `/object_info`, and always stops.
 - `ui_to_api(workflow, object_info)`: a UI-format workflow (what the frontend saves) to the API format that
-  `POST /prompt` takes, with widget values mapped to input names as the frontend loads them against the live
-  `/object_info` (`saved_widget_values`): a workflow saved before core added a widget still converts.
+  `POST /prompt` takes, with widget values mapped to input names by the order `/object_info` gives.
 - `ui_widget_inputs(spec)`: the widget inputs of a node in UI order, with the slot taken by a seed's
   "control_after_generate" value (the frontend adds that widget to INT inputs flagged with it and to any INT
   input named `seed` or `noise_seed`; it is saved in widgets_values but never sent to the server).
@@ -120,53 +119,39 @@ def widget_values_by_name(node, node_info):
     values = node.get("widgets_values") or []
     if isinstance(values, dict):  # some V3 nodes save a mapping
         return {name: values[name] for name in names if name in values}
+    if len(values) < len(names) and saved_widgets_are_a_prefix(node, names):
+        # Widgets core appended to a node after the workflow was saved (0.33's CreateVideo gained bit_depth): the
+        # frontend gives them their defaults, as here.
+        specs = dict(ordered_inputs(node_info))
+        values = list(values) + [widget_default(specs[name]) for name in names[len(values):]]
     if len(values) != len(names):
         raise ConversionError(
             f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} widgets {names}")
     return {name: value for name, value in zip(names, values) if name != CONTROL_AFTER_GENERATE}
 
 
-def input_default(name, spec):
-    """The value the frontend gives a widget that a saved workflow does not hold: the spec's default, else a combo's
-    first option; raises ConversionError for an input with neither."""
+def saved_widgets_are_a_prefix(node, names):
+    """The widget inputs the saved node lists (the frontend saves each one's name) are the first of `names`, all
+    their values are present, and what is missing are later widgets without a control_after_generate slot."""
+    saved = [entry["widget"]["name"] for entry in node.get("inputs") or [] if entry.get("widget")]
+    current = [name for name in names if name != CONTROL_AFTER_GENERATE]
+    if not saved or current[:len(saved)] != saved:
+        return False
+    present = names.index(current[len(saved)]) if len(saved) < len(current) else len(names)
+    return len(node.get("widgets_values") or []) == present and CONTROL_AFTER_GENERATE not in names[present:]
+
+
+def widget_default(spec):
+    """The value the frontend gives a widget the saved workflow does not hold: its default, else a combo's first
+    option."""
     kind = spec[0]
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
     if "default" in options:
         return options["default"]
-    choices = kind if isinstance(kind, list) else options.get("options", []) if kind == "COMBO" else []
+    choices = kind if isinstance(kind, list) else options.get("options", [])
     if choices:
         return choices[0]
-    raise ConversionError(f"input {name}: not in the saved workflow and without a default")
-
-
-def saved_widget_values(node, node_info):
-    """{input name: value} of a saved UI node against the server's current inputs (`node_info`, from the live
-    /object_info), as the frontend loads it. When the counts differ, the values map to the widget names the workflow
-    saved with them (its `inputs` entries carrying a "widget": current frontends save one per widget), and widgets
-    core added since (CreateVideo's bit_depth on ComfyUI 0.27+) take their defaults. Raises ConversionError for a
-    saved widget the node no longer has, or values that fit neither layout (older frontends saved only the widgets
-    turned into sockets: positions alone would guess)."""
-    names = ui_widget_inputs(node_info)
-    values = node.get("widgets_values") or []
-    if isinstance(values, dict) or len(values) == len(names):
-        return widget_values_by_name(node, node_info)
-    specs = dict(ordered_inputs(node_info))
-    saved_names = [entry["widget"]["name"] for entry in node.get("inputs") or [] if entry.get("widget")]
-    gone = [name for name in saved_names if name not in specs]
-    if gone:
-        raise ConversionError(f"node {node['id']} ({node['type']}): saved widgets {gone} are not inputs of the "
-                              f"server's {node['type']} (it has {names})")
-    layout = []
-    for name in saved_names:
-        layout += [name, CONTROL_AFTER_GENERATE] if has_control_after_generate(name, specs[name]) else [name]
-    if len(values) != len(layout):
-        raise ConversionError(f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} "
-                              f"widgets {names} (the saved widget names {layout} do not account for them)")
-    result = {name: value for name, value in zip(layout, values) if name != CONTROL_AFTER_GENERATE}
-    for name in names:
-        if name != CONTROL_AFTER_GENERATE and name not in result:
-            result[name] = input_default(name, specs[name])
-    return result
+    raise ConversionError(f"widget with spec {spec!r} has no default for a workflow saved before it existed")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,7 +223,7 @@ def ui_to_api(workflow, object_info, overrides=None):
             continue
         if node_type not in object_info:
             raise ConversionError(f"node {node['id']}: type {node_type!r} is not known to the server")
-        inputs = saved_widget_values(node, object_info[node_type])
+        inputs = widget_values_by_name(node, object_info[node_type])
         for node_input in node.get("inputs") or []:
             if node_input.get("link") is None:
                 continue
