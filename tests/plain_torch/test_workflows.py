@@ -178,6 +178,19 @@ def test_control_after_generate_flag_adds_the_slot_to_any_int_input():
     assert ui_widget_inputs(info) == ["noise", CONTROL_AFTER_GENERATE]
 
 
+def test_a_dynamic_combos_chosen_option_brings_its_widgets_named_under_it_and_hidden_inputs_show_none():
+    codec = ["COMFY_DYNAMICCOMBO_V3", {"options": [
+        {"key": "auto", "inputs": {"required": {}}},
+        {"key": "h264", "inputs": {"required": {"crf": ["FLOAT", {"default": 23.0}]}}}]}]
+    info = {"input": {"required": {
+        "prefix": ["STRING", {}],
+        "format": ["COMFY_DYNAMICCOMBO_V3", {"options": [{"key": "mp4", "inputs": {"required": {"codec": codec}}}]}]},
+        "optional": {"codec": [codec[0], dict(codec[1], hidden=True)]}}}
+    assert ui_widget_inputs(info, ["v", "mp4", "auto"]) == ["prefix", "format", "format.codec"]
+    assert ui_widget_inputs(info, ["v", "mp4", "h264", 20.0]) == ["prefix", "format", "format.codec",
+                                                                  "format.codec.crf"]
+
+
 def test_force_input_is_a_socket_not_a_widget():
     assert not is_widget_input(["FLOAT", {"forceInput": True}])
     assert is_widget_input([["a", "b"]]) and is_widget_input(["COMBO", {"options": ["a"]}])

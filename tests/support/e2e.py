@@ -69,14 +69,32 @@ def ordered_inputs(node_info):
     return result
 
 
-def ui_widget_inputs(node_info):
-    """Names of the values in a UI node's widgets_values, in order; CONTROL_AFTER_GENERATE marks the extra slot."""
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a V3 combo whose chosen option brings widgets of its own (0.3x's SaveVideo)
+
+
+def ui_widget_inputs(node_info, values=None):
+    """Names of the values in a UI node's widgets_values, in order; CONTROL_AFTER_GENERATE marks the extra slot.
+
+    A dynamic combo's value picks one of its options, whose widgets follow it, named `<combo>.<widget>` as the
+    frontend names them in the API prompt; `values` (the saved widgets_values) says which option each one holds
+    (without it, a dynamic combo counts as one widget). Hidden inputs (`"hidden": true`) show no widget."""
     names = []
-    for name, spec in ordered_inputs(node_info):
-        if is_widget_input(spec):
-            names.append(name)
+
+    def walk(inputs, prefix):
+        for name, spec in inputs:
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if options.get("hidden") or not (is_widget_input(spec) or spec[0] == DYNAMIC_COMBO):
+                continue
+            names.append(prefix + name)
             if has_control_after_generate(name, spec):
                 names.append(CONTROL_AFTER_GENERATE)
+            if spec[0] == DYNAMIC_COMBO and values is not None and len(values) >= len(names):
+                chosen = [o for o in options.get("options", []) if o["key"] == values[len(names) - 1]]
+                nested = chosen[0]["inputs"] if chosen else {}
+                walk([(n, s) for section in ("required", "optional")
+                      for n, s in (nested.get(section) or {}).items()], f"{prefix}{name}.")
+
+    walk(ordered_inputs(node_info), "")
     return names
 
 
@@ -116,8 +134,8 @@ def check_widget_value(name, spec, value, check_choices=True):
 
 def widget_values_by_name(node, node_info):
     """{input name: value} from a UI node's widgets_values; raises ConversionError on a count mismatch."""
-    names = ui_widget_inputs(node_info)
     values = node.get("widgets_values") or []
+    names = ui_widget_inputs(node_info, None if isinstance(values, dict) else values)
     if isinstance(values, dict):  # some V3 nodes save a mapping
         return {name: values[name] for name in names if name in values}
     if any(spec[0] == DYNAMIC_COMBO for _, spec in ordered_inputs(node_info)):
