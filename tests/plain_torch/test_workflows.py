@@ -218,39 +218,6 @@ def test_conversion_refuses_a_widget_count_that_does_not_match_the_inputs():
         ui_to_api(workflow, {"Loader": LOADER_INFO, "Sampler": SAMPLER_INFO})
 
 
-SAVE_VIDEO_INFO_0_33 = {  # the shape of ComfyUI 0.33's SaveVideo in /object_info, options shortened
-    "input": {"required": {"video": ["VIDEO", {}], "filename_prefix": ["STRING", {"default": "video/ComfyUI"}],
-                           "format": ["COMFY_DYNAMICCOMBO_V3", {"options": [
-                               {"key": "auto", "inputs": {"required": {"codec": ["COMFY_DYNAMICCOMBO_V3", {"options": [
-                                   {"key": "auto", "inputs": {"required": {}}},
-                                   {"key": "h264", "inputs": {"required": {"crf": ["FLOAT", {"default": 23.0}]}}}]}]}}},
-                               {"key": "webm", "inputs": {"required": {}}}]}]},
-              "optional": {"codec": ["COMFY_DYNAMICCOMBO_V3", {"hidden": True, "options": [{"key": "auto",
-                                                                                         "inputs": {}}]}]}},
-    "input_order": {"required": ["video", "filename_prefix", "format"], "optional": ["codec"]},
-}
-
-
-@pytest.mark.parametrize("saved, expected", [
-    (["video/x", "auto", "auto"], {"filename_prefix": "video/x", "format": "auto", "format.codec": "auto"}),
-    (["video/x", "auto", "h264", 20.0], {"filename_prefix": "video/x", "format": "auto", "format.codec": "h264",
-                                         "format.codec.crf": 20.0}),
-    (["video/x", "webm"], {"filename_prefix": "video/x", "format": "webm"}),
-])
-def test_conversion_follows_the_chosen_options_of_dynamic_combos(saved, expected):
-    node = {"id": 5, "type": "SaveVideo", "mode": 0, "inputs": [], "outputs": [], "widgets_values": saved}
-    assert ui_to_api({"nodes": [node], "links": []}, {"SaveVideo": SAVE_VIDEO_INFO_0_33})["5"]["inputs"] == expected
-
-
-def test_conversion_refuses_dynamic_combo_values_that_do_not_fit():
-    node = {"id": 5, "type": "SaveVideo", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["v", "mkv"]}
-    with pytest.raises(ConversionError, match=r"format 'mkv' is not one of \['auto', 'webm'\]"):
-        ui_to_api({"nodes": [node], "links": []}, {"SaveVideo": SAVE_VIDEO_INFO_0_33})
-    node["widgets_values"] = ["v", "webm", "auto"]
-    with pytest.raises(ConversionError, match="1 widget values left over"):
-        ui_to_api({"nodes": [node], "links": []}, {"SaveVideo": SAVE_VIDEO_INFO_0_33})
-
-
 def test_widget_check_reports_values_out_of_bounds_and_unknown_choices():
     assert "above the maximum" in check_widget_value("steps", SAMPLER_INFO["input"]["required"]["steps"], 1000)
     assert "not one of" in check_widget_value("name", SAMPLER_INFO["input"]["required"]["name"], "c")

@@ -25,7 +25,6 @@ FRONTEND_ONLY_NODE_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 # Widget kinds of V1 input specs ("COMBO" is how V3 nodes spell a list of options).
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_AFTER_GENERATE = "control_after_generate"
-DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a V3 combo whose chosen option brings inputs of its own
 SEED_INPUT_NAMES = {"seed", "noise_seed"}
 # Node modes in UI workflows: 0 always, 2 never (muted), 4 bypass.
 MODE_ALWAYS = 0
@@ -138,8 +137,6 @@ def widget_values_by_name(node, node_info):
     names = ui_widget_inputs(node_info, None if isinstance(values, dict) else values)
     if isinstance(values, dict):  # some V3 nodes save a mapping
         return {name: values[name] for name in names if name in values}
-    if any(spec[0] == DYNAMIC_COMBO for _, spec in ordered_inputs(node_info)):
-        return dynamic_widget_values(node, node_info)
     if len(values) < len(names) and saved_widgets_are_a_prefix(node, names):
         # Widgets core appended to a node after the workflow was saved (0.33's CreateVideo gained bit_depth): the
         # frontend gives them their defaults, as here.
@@ -149,42 +146,6 @@ def widget_values_by_name(node, node_info):
         raise ConversionError(
             f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} widgets {names}")
     return {name: value for name, value in zip(names, values) if name != CONTROL_AFTER_GENERATE}
-
-
-def dynamic_widget_values(node, node_info):
-    """widget_values_by_name for a node with V3 dynamic combos (0.33's SaveVideo `format`): the chosen option's own
-    inputs follow the combo's value in widgets_values and reach the server as `<combo>.<input>`, so the layout depends
-    on the saved values; a hidden dynamic combo has no widget."""
-    values = list(node.get("widgets_values") or [])
-    result = {}
-
-    def take(name):
-        if not values:
-            raise ConversionError(f"node {node['id']} ({node['type']}): no widget value left for {name}")
-        return values.pop(0)
-
-    def walk(info, prefix):
-        for name, spec in ordered_inputs(info):
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if spec[0] == DYNAMIC_COMBO:
-                if options.get("hidden"):
-                    continue
-                key = result[prefix + name] = take(prefix + name)
-                chosen = [option for option in options.get("options", []) if option["key"] == key]
-                if not chosen:
-                    raise ConversionError(f"node {node['id']} ({node['type']}): {prefix + name} {key!r} is not one "
-                                          f"of {[option['key'] for option in options.get('options', [])]}")
-                walk({"input": chosen[0]["inputs"]}, f"{prefix}{name}.")
-            elif is_widget_input(spec):
-                result[prefix + name] = take(prefix + name)
-                if has_control_after_generate(name, spec):
-                    take(CONTROL_AFTER_GENERATE)
-
-    walk(node_info, "")
-    if values:
-        raise ConversionError(f"node {node['id']} ({node['type']}): {len(values)} widget values left over after "
-                              f"{list(result)}")
-    return result
 
 
 def saved_widgets_are_a_prefix(node, names):
