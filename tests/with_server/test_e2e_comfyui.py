@@ -251,6 +251,7 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
     expected_kind = "sdvg" if name.startswith("sdvg") else "dts"
     event = stats_events[-1]
     assert event["kind"] == expected_kind
+    assert event["prompt_id"] == prompt_id  # the page routes the statistics to this prompt's workflow
     node_type = {"dts": ("DTSSampler", "DTSKSampler"), "sdvg": ("SDVGSpeculativeVideo",)}[expected_kind]
     assert prompt[event["node"]]["class_type"] in node_type  # the panel finds the node by this id
     if expected_kind == "dts":
@@ -261,6 +262,44 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
         assert stats["rounds"] <= stats["calls"] <= stats["evals"]
     else:
         assert len(event["stats"]["blocks"]) == 3
+
+
+async def observe_prompt_without_client(url, prompt):
+    """Queue `prompt` without a client id while another page (an observer's websocket) is open. Returns the
+    observer's messages from its connection to the status message that ends the run (core broadcasts the queue
+    status after the prompt's history entry is written, so anything the run sent precedes it)."""
+    import aiohttp
+
+    messages = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/ws?clientId=e2e-observer") as socket:
+            first = json.loads((await socket.receive(timeout=60)).data)
+            assert first["type"] == "status"  # sent on connect, before the prompt is queued
+            async with session.post(f"{url}/prompt", json={"prompt": prompt}) as response:
+                assert response.status == 200, await response.text()
+            busy = False
+            while True:
+                message = await socket.receive(timeout=900)
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                event = json.loads(message.data)
+                messages.append((event["type"], event.get("data")))
+                if event["type"] == "status":
+                    remaining = event["data"]["status"]["exec_info"]["queue_remaining"]
+                    if remaining > 0:
+                        busy = True
+                    elif busy:
+                        return messages
+
+
+def test_statistics_of_a_prompt_queued_without_client_id_reach_no_page(server, object_info):
+    prompt = api_prompt("dts_wan21_t2v", object_info)
+    prompt[first_of(prompt, "RandomNoise")]["inputs"]["noise_seed"] = 4242  # not the cached run of another test
+    runs_before = server.log().count("[speculative-video] DTS")
+    messages = asyncio.run(observe_prompt_without_client(server.url, prompt))
+    # The DTS node did run (its console line is there), yet the other page got no statistics.
+    assert server.log().count("[speculative-video] DTS") == runs_before + 1, server.log()[-2000:]
+    assert [kind for kind, _ in messages if kind == STATS_EVENT] == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
