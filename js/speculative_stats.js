@@ -33,7 +33,7 @@ import {
 const records = new Map();
 /** workflow -> [{nodeId, type, update}] held while that workflow is not on screen. */
 const pending = new Map();
-/** Events for prompt ids not known yet: the queue request that will name them is still in flight. */
+/** [handler, event] for prompt ids not known yet: the queue request that will name them is still in flight. */
 let inFlight = 0;
 let orphans = [];
 
@@ -160,7 +160,7 @@ function onStats(event) {
   if (!payload) return;
   const record = records.get(payload.promptId);
   if (!record && inFlight > 0) {
-    orphans.push(event);
+    orphans.push([onStats, event]);
     return;
   }
   const route = routeStats(payload, record, activeWorkflow());
@@ -174,6 +174,10 @@ function onStats(event) {
 function onRunFailed(event) {
   const promptId = event.detail?.prompt_id;
   const record = records.get(promptId);
+  if (!record && inFlight > 0) {
+    orphans.push([onRunFailed, event]); // a run can fail before the page has the reply that names its prompt
+    return;
+  }
   if (!record) return;
   records.delete(promptId);
   for (const { nodeId, type } of nodesWithoutFreshStats(record)) {
@@ -183,6 +187,10 @@ function onRunFailed(event) {
 
 function onCached(event) {
   const record = records.get(event.detail?.prompt_id);
+  if (!record && inFlight > 0) {
+    orphans.push([onCached, event]);
+    return;
+  }
   for (const id of event.detail?.nodes ?? []) record?.cached.add(String(id));
 }
 
@@ -202,7 +210,7 @@ function recordQueuedPrompts() {
       inFlight -= 1;
       const waiting = orphans;
       orphans = [];
-      for (const event of waiting) onStats(event);
+      for (const [handler, event] of waiting) handler(event);
     }
   };
   wrapped.speculativeVideoWrapped = true;

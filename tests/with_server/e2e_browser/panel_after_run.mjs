@@ -146,13 +146,20 @@ const showTab = (page, name) => page.evaluate(async (name) => {
 }, name);
 
 /** Close the dialogs on screen (templates browser, an execution error) as their close buttons do. */
-const closeDialogs = (page) => page.evaluate(async () => {
-  const dialogs = window.comfyAPI.app.app.extensionManager.dialog;
-  for (let i = 0; i < 5 && (dialogs.dialogStack?.length ?? 0) > 0; i += 1) {
-    dialogs.closeDialog();
-    await new Promise((r) => setTimeout(r, 200));
+const closeDialogs = async (page) => {
+  for (let i = 0; i < 5; i += 1) {
+    const closed = await page.evaluate(() => {
+      const dialogs = [...document.querySelectorAll(".p-dialog")];
+      const top = dialogs.at(-1);
+      const button = top?.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label='Close'], " +
+        "button[aria-label='close']");
+      button?.click();
+      return !!button;
+    });
+    if (!closed) return;
+    await page.waitForTimeout(400);
   }
-});
+};
 
 async function step(name, body) {
   try {
