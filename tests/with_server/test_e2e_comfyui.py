@@ -336,7 +336,7 @@ def browser_prompts(object_info, tmp_path, kind):
     paths = []
     if kind == "dts":
         for index, chunk in enumerate((3, 2, 4)):
-            prompt = api_prompt("dts_wan21_t2v", object_info)
+            prompt = api_prompt(WORKFLOW_FILES["dts"], object_info)
             prompt[first_of(prompt, "DTSSampler")]["inputs"]["chunk"] = chunk
             prompt[first_of(prompt, "RandomNoise")]["inputs"]["noise_seed"] = next(SEEDS)
             paths.append(tmp_path / f"dts{index}.json")
@@ -344,7 +344,7 @@ def browser_prompts(object_info, tmp_path, kind):
         node_id = int(first_of(prompt, "DTSSampler"))
     else:
         for index, width in enumerate((SIZE, SIZE, 72)):
-            prompt = api_prompt("sdvg_selfforcing_krea", object_info)
+            prompt = api_prompt(WORKFLOW_FILES["sdvg"], object_info)
             inputs = prompt[first_of(prompt, "SDVGSpeculativeVideo")]["inputs"]
             inputs.update(seed=next(SEEDS), width=width, num_blocks=3 if index != 1 else 2)
             paths.append(tmp_path / f"sdvg{index}.json")
@@ -354,7 +354,7 @@ def browser_prompts(object_info, tmp_path, kind):
             "nodeId": node_id, "prompts": [str(path) for path in paths]}
 
 
-WORKFLOW_FILES = {"dts": "dts_wan21_t2v", "sdvg": "sdvg_selfforcing_krea"}
+WORKFLOW_FILES = {"dts": WORKFLOWS[0], "sdvg": WORKFLOWS[2]}  # the DTS Wan and the SDVG example
 
 
 def drew(view, lines):
@@ -429,7 +429,7 @@ def test_pack_in_the_real_frontend(mode, server, object_info, tmp_path):
             "url": server.url, "vue": mode == "vue", "nodeModules": node_modules, "chromium": chromium,
             "artifacts": artifacts, "label": label, "timeout": 600, "packFolder": PACK_FOLDER,
             "nodeNames": list(NODE_DISPLAY_NAMES), "templates": list(WORKFLOWS),
-            "sdvgTemplate": os.path.join(REPO, "example_workflows", "sdvg_selfforcing_krea.json"),
+            "sdvgTemplate": os.path.join(REPO, "example_workflows", f"{WORKFLOW_FILES['sdvg']}.json"),
             "dts": browser_prompts(object_info, prompts, "dts"), "sdvg": browser_prompts(object_info, prompts, "sdvg")}))
         script = os.path.join(REPO, "tests", "with_server", "e2e_browser", "panel_after_run.mjs")
         completed = subprocess.run(["node", script, str(options_path)], capture_output=True, text=True, timeout=3600)
