@@ -296,7 +296,7 @@ async def observe_prompt_without_client(url, prompt):
 
 
 def test_statistics_of_a_prompt_queued_without_client_id_reach_no_page(server, object_info):
-    prompt = api_prompt("dts_wan21_t2v", object_info)
+    prompt = api_prompt(WORKFLOWS[0], object_info)
     prompt[first_of(prompt, "RandomNoise")]["inputs"]["noise_seed"] = 4242  # not the cached run of another test
     runs_before = server.log().count("[speculative-video] DTS")
     messages = asyncio.run(observe_prompt_without_client(server.url, prompt))
