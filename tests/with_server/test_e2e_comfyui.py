@@ -362,9 +362,21 @@ def drew(view, lines):
     return [line for line in lines if line not in view["drawn"]]
 
 
+def frontend_draws_panel(result):
+    """Vue nodes of frontend 1.27.x have no component for canvas-drawn widgets (docs/workflows.md): there the panel
+    is stored on the node but not drawn."""
+    version = tuple(int(part) for part in (result.get("frontend") or "0").split(".")[:2])
+    return not (result["vue"] and version < (1, 28))
+
+
 def check_browser_result(result, frontend_label):
     """Assertions on panel_after_run.mjs's JSON (see that script for the steps)."""
     steps = result["steps"]
+    draws = frontend_draws_panel(result)
+
+    def drew(view, lines):  # noqa: F811  (what the frontend can draw)
+        return [line for line in lines if line not in view["drawn"]] if draws else []
+
     for name, value in steps.items():
         assert "error" not in value, f"{frontend_label} step {name}: {value['error']}"
     assert "speculative_video.stats_panel" in result["extensions"]
@@ -389,13 +401,14 @@ def check_browser_result(result, frontend_label):
     failed = steps["failedRun"]
     assert failed["outcome"]["outcome"].startswith("error"), failed["outcome"]
     assert failed["view"]["stored"]["stale"] is True
-    assert f"SDVG · {failed['staleNote']}" in failed["view"]["drawn"]
+    assert not draws or f"SDVG · {failed['staleNote']}" in failed["view"]["drawn"]
     switch = steps["tabSwitch"]
     assert switch["outcome"]["outcome"] == "execution_success", switch["outcome"]
     assert switch["other"]["type"] == "DTSSampler" and switch["other"]["stored"] is None
     assert not switch["other"]["panel"] and not switch["otherSavedHasStats"]
-    assert drew(switch["other"], switch["expected"]) == switch["expected"]  # none of the panel's lines drawn there
+    assert [line for line in switch["expected"] if line in switch["other"]["drawn"]] == []  # none drawn there
     assert switch["back"].endswith("/e2e_dts.json")
+    assert switch["own"]["stored"]["stats"]["chunk"] == 4  # the third run's statistics, applied on return
     assert drew(switch["own"], switch["expected"]) == [], switch["own"]["drawn"][-40:]
     reload = steps["reload"]
     assert reload["dts"]["stored"] == switch["own"]["stored"]
@@ -403,7 +416,7 @@ def check_browser_result(result, frontend_label):
     # The frontends restore the tab on screen after a reload; the others only where they reopen them.
     if any(path.endswith("/e2e_sdvg.json") for path in reload["open"]):
         assert reload["sdvg"]["stored"]["stale"] is True
-        assert f"SDVG · {failed['staleNote']}" in reload["sdvg"]["drawn"]
+        assert not draws or f"SDVG · {failed['staleNote']}" in reload["sdvg"]["drawn"]
 
 
 @pytest.mark.parametrize("mode", BROWSER_MODES)
