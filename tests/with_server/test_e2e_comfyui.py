@@ -326,7 +326,7 @@ def browser_tools():
 
 
 BROWSER_MODES = ("classic", "vue")
-NODE_DISPLAY_NAMES = ("SDVG Speculative Video",)
+NODE_SEARCH = {"SDVG": ["SDVG Speculative Video"], "DTS": ["DTS Sampler", "DTS KSampler"]}
 SEEDS = iter(range(10_000, 1_000_000))  # each browser run its own seed: a repeated prompt would come from the cache
 
 
@@ -380,7 +380,7 @@ def check_browser_result(result, frontend_label):
     for name, value in steps.items():
         assert "error" not in value, f"{frontend_label} step {name}: {value['error']}"
     assert "speculative_video.stats_panel" in result["extensions"]
-    assert steps["search"]["found"] == list(NODE_DISPLAY_NAMES), steps["search"]
+    assert steps["search"]["found"] == [name for names in NODE_SEARCH.values() for name in names], steps["search"]
     assert steps["templates"]["templatesShown"] == list(WORKFLOWS), steps["templates"]
     assert steps["sdvgTemplateMissingModels"]["shown"] == steps["sdvgTemplateMissingModels"]["declared"]
     for kind, node_type in (("dts", "DTSSampler"), ("sdvg", "SDVGSpeculativeVideo")):
@@ -441,7 +441,7 @@ def test_pack_in_the_real_frontend(mode, server, object_info, tmp_path):
         options_path.write_text(json.dumps({
             "url": server.url, "vue": mode == "vue", "nodeModules": node_modules, "chromium": chromium,
             "artifacts": artifacts, "label": label, "timeout": 600, "packFolder": PACK_FOLDER,
-            "nodeNames": list(NODE_DISPLAY_NAMES), "templates": list(WORKFLOWS),
+            "nodeSearch": NODE_SEARCH, "templates": list(WORKFLOWS),
             "sdvgTemplate": os.path.join(REPO, "example_workflows", f"{WORKFLOW_FILES['sdvg']}.json"),
             "dts": browser_prompts(object_info, prompts, "dts"), "sdvg": browser_prompts(object_info, prompts, "sdvg")}))
         script = os.path.join(REPO, "tests", "with_server", "e2e_browser", "panel_after_run.mjs")

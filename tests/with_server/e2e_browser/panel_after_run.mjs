@@ -2,7 +2,7 @@
 //
 // usage: node panel_after_run.mjs <options.json>
 //   {url, vue: Comfy.VueNodes.Enabled, nodeModules: folder that holds playwright-core, chromium: executable,
-//    artifacts: folder for screenshots, label, timeout: s per run, packFolder, nodeNames: [display names],
+//    artifacts: folder for screenshots, label, timeout: s per run, packFolder, nodeSearch: {query: [display names]},
 //    templates: [names], sdvgTemplate: UI workflow with its `models`,
 //    dts: {workflow: UI workflow path, nodeId, prompts: [API prompt paths: run 1, run 2, run during a tab switch]},
 //    sdvg: {workflow, nodeId, prompts: [run 1, run 2, a run that fails in the SDVG node]}}
@@ -180,14 +180,20 @@ try {
   result.extensions = await page.evaluate(() => window.comfyAPI.app.app.extensions.map((e) => e.name));
 
   await step("search", async () => {
-    // The node search box (double click on the empty canvas), typed into as a user does.
+    // The node search box (as a double click on the empty canvas opens it), typed into as a user does. Opened too
+    // soon after the page loads, frontend 1.49 fails in its canvas store ("getCanvas: canvas is null").
+    await page.waitForTimeout(3000);
     await page.evaluate(() => window.comfyAPI.app.app.extensionManager.command.execute("Workspace.SearchBox.Toggle"));
     await page.waitForTimeout(800);
-    await page.keyboard.type("Speculative", { delay: 20 });
-    await page.waitForTimeout(1500);
-    const found = await page.evaluate((names) => names.filter((name) => document.body.innerText.includes(name)),
-      options.nodeNames);
-    await shot(page, "search");
+    const found = [];
+    for (const [query, names] of Object.entries(options.nodeSearch)) {
+      await page.keyboard.press("Control+A");
+      await page.keyboard.type(query, { delay: 20 });
+      await page.waitForTimeout(1500);
+      found.push(...await page.evaluate((names) => names.filter((name) => document.body.innerText.includes(name)),
+        names));
+      await shot(page, `search-${query}`);
+    }
     await page.keyboard.press("Escape");
     return { found };
   });
