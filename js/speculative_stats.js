@@ -137,9 +137,34 @@ function applyUpdate({ nodeId, type, update }) {
   (app.rootGraph ?? app.graph)?.setDirtyCanvas?.(true, true);
 }
 
+/** Calls of app.loadGraphData under way (a tab switch, a template, a reload's restore). */
+let graphLoads = 0;
+
+/** The frontend is switching or loading a workflow tab: the graph may already hold the new tab's nodes while the
+ * store still names the old tab (seen on frontend 1.49, a statistics event landing mid-switch). */
+function switchingTabs() {
+  return graphLoads > 0 || !!app.extensionManager?.workflow?.isBusy;
+}
+
+function trackGraphLoads() {
+  const original = app.loadGraphData;
+  if (typeof original !== "function" || original.speculativeVideoWrapped) return;
+  const wrapped = async function (...args) {
+    graphLoads += 1;
+    try {
+      return await original.apply(this, args);
+    } finally {
+      graphLoads -= 1;
+      if (pending.size) setTimeout(flushPending, 0);
+    }
+  };
+  wrapped.speculativeVideoWrapped = true;
+  app.loadGraphData = wrapped;
+}
+
 /** Apply now if the prompt's workflow is on screen, else when it is shown again. */
 function deliver(workflow, item) {
-  if (workflow === activeWorkflow()) {
+  if (workflow === activeWorkflow() && !switchingTabs()) {
     applyUpdate(item);
     return;
   }
@@ -148,6 +173,7 @@ function deliver(workflow, item) {
 }
 
 function flushPending() {
+  if (switchingTabs()) return;
   const workflow = activeWorkflow();
   const items = pending.get(workflow);
   if (!items) return;
@@ -221,6 +247,7 @@ app.registerExtension({
   name: "speculative_video.stats_panel",
   setup() {
     recordQueuedPrompts();
+    trackGraphLoads();
     api.addEventListener(STATS_EVENT, onStats);
     api.addEventListener("execution_cached", onCached);
     api.addEventListener("execution_error", onRunFailed);
