@@ -149,10 +149,9 @@ const showTab = (page, name) => page.evaluate(async (name) => {
 const closeDialogs = async (page) => {
   for (let i = 0; i < 5; i += 1) {
     const closed = await page.evaluate(() => {
-      const dialogs = [...document.querySelectorAll(".p-dialog")];
+      const dialogs = [...document.querySelectorAll(".p-dialog, [role='dialog']")];
       const top = dialogs.at(-1);
-      const button = top?.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label='Close'], " +
-        "button[aria-label='close']");
+      const button = top?.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i]");
       button?.click();
       return !!button;
     });
