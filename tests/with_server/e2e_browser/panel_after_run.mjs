@@ -293,9 +293,14 @@ try {
   });
 
   await step("reload", async () => {
-    await page.waitForTimeout(1500); // the frontend persists open workflows shortly after a change
+    await page.waitForTimeout(3000); // the frontend persists open workflows shortly after a change
     await page.reload();
     await ready(page);
+    // Frontend 1.58 restores the open tabs after the page is otherwise ready.
+    await page.waitForFunction(() => {
+      const store = window.comfyAPI.app.app.extensionManager?.workflow;
+      return !store || store.openWorkflows.some((workflow) => workflow.path?.endsWith("/e2e_dts.json"));
+    }, null, { timeout: 60000 }).catch(() => null);
     const open = await page.evaluate(() =>
       window.comfyAPI.app.app.extensionManager.workflow.openWorkflows.map((workflow) => workflow.path));
     const active = await showTab(page, "e2e_dts");
