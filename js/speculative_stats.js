@@ -10,6 +10,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import {
+  PANEL_LAYOUT,
   PANEL_MIN_WIDTH,
   PANEL_WIDGET_NAME,
   PROPERTY_KEY,
@@ -96,11 +97,13 @@ function ensurePanel(node) {
       draw(ctx, drawnNode, width, y) {
         const model = currentModel(drawnNode);
         if (!model) return;
-        drawOps(ctx, panelDrawOps(model, width, y).ops);
+        // Vue nodes hand this widget a canvas of its own, already inside the node's padding: no margin there.
+        const ownCanvas = !!this.triggerDraw && !!ctx.canvas && ctx.canvas !== app.canvas?.canvas;
+        drawOps(ctx, panelDrawOps(model, width, y, ownCanvas ? { ...PANEL_LAYOUT, margin: 0 } : PANEL_LAYOUT).ops);
         this.tooltip = panelTooltip(model); // the classic canvas shows a widget's tooltip on hover
         // Vue nodes draw this widget on a canvas of its own (triggerDraw is their redraw hook): its title is the
         // hover text there. The classic canvas is shared by every node and keeps its own.
-        if (this.triggerDraw && ctx.canvas && ctx.canvas !== app.canvas?.canvas) ctx.canvas.title = this.tooltip;
+        if (ownCanvas) ctx.canvas.title = this.tooltip;
       },
       computeSize(width) {
         const model = currentModel(node);
