@@ -291,8 +291,11 @@ def summary_line(stats):
         plan_text = (f"; memory plan {plan['total_bytes'] / GIB:.2f} GiB of {plan['available_bytes'] / GIB:.2f} GiB "
                      f"free ({', '.join(f'{n} {p}' for n, p in stats.get('protocols', {}).items())})")
     warnings = "".join(f"; WARNING {warning}" for warning in stats.get("warnings", []))
+    flops = stats.get("flops_speedup")
+    flops_text = f"x{flops:.2f}" if isinstance(flops, (int, float)) and math.isfinite(flops) else "n/a"
     return (f"SDVG: {len(blocks)} blocks, {accepted} drafts kept (acceptance {rate_text}), tau {stats.get('tau')}, "
-            f"{seconds:.1f} s, estimated speed-up {speedup_text} against target only (wall time on this machine)"
+            f"{seconds:.1f} s, estimated speed-up {speedup_text} against target only (wall time on this machine), "
+            f"{flops_text} in DiT FLOPs, {stats.get('target_forwards_saved', 'n/a')} target forwards saved"
             f"{plan_text}{warnings}")
 
 

@@ -10,6 +10,9 @@ Per block k (docs/sdvg.md, "Exact semantics"):
    to the output (and to the decoded pixel buffer), and each runner commits under its protocol: self_forcing
    appends the block's K/V (t = 0 on the clean latents), krea_realtime rebuilds its cache from K context latents
    (`recompute_context`: the oldest one re-encoded by the encoder from the oldest frame of the pixel buffer).
+   A krea_realtime runner does so only right before it generates a block, and a self_forcing target commits the
+   blocks it skipped right before it generates again, in one forward (`BlockLoop`): an accepted block costs the
+   target nothing. Every call is counted per model and kind, with the DiT FLOPs (`sdvg_stats`).
 
 Baselines from the same code path: tau = +inf is target-only (the drafter and router are never called), tau = -inf
 is draft-only (the router is skipped; block 0 still comes from the target when forced). In those two modes the
@@ -22,9 +25,10 @@ the same video whatever the accept decisions were, and a block that the target r
 noise as in the target-only run.
 
 The five protocols:
-- runner (drafter, target): `predict(block [B,C,F,H,W], sigma[, timestep]) -> v`, `commit(clean_block)` (krea_realtime:
-  `commit(clean_block, context)`), attributes `committed_frames`, optional `protocol` (default "self_forcing") and
-  `context_frames` (CausalWanRunner, already `reset()` with the text context);
+- runner (drafter, target): `predict(block [B,C,F,H,W], sigma[, timestep]) -> v`, `commit(clean_blocks [B,C,nF,H,W])`
+  (n >= 1 blocks at once; krea_realtime: `commit(clean_blocks, context)`), attributes `committed_frames`, optional
+  `protocol` (default "self_forcing") and `context_frames`, optional `forwards` / `forward_flops` for the FLOPs
+  (CausalWanRunner, already `reset()` with the text context);
 - decoder: `decode(latent_block) -> (frames [n,H,W,3] float 0..1, pending_state)`; `advance(pending_state)`;
 - encoder (krea_realtime only): `encode(frame [H,W,3] float 0..1) -> [1, C, 1, h, w]`, the frame encoded on its own
   as a first frame, in the models' latent space;
@@ -33,6 +37,7 @@ The five protocols:
 import hashlib
 import math
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -188,18 +193,182 @@ def check_run(drafter, target, decoder, router, tau, num_blocks, block_shape, fo
     return block_shape
 
 
-def krea_context(latents, pixel_buffer, size, block_frames, encoder, clock, check_interrupt):
-    """Krea's recompute context of `size` latent frames for the committed `latents` (a list of blocks), by
-    `recompute_context`'s rule; when that needs it, the oldest frame of the decoded pixel buffer (a buffer of
-    1 + 4 (size - 1) frames, fewer while the video is shorter) is re-encoded, timed as "reencode"."""
-    oldest = pixel_buffer[-min(pixel_buffer_frames(size), len(pixel_buffer))] if pixel_buffer else None
+# What a non-finite value most likely means, per model (the named error of `check_finite`).
+LIKELY_CAUSES = {
+    "drafter": "NaN or inf in the CONDITIONING (the prompt's text embeddings), the model overflowing in fp16 (load it "
+               "in bf16 or fp32), or a broken checkpoint",
+    "decoder": "a latent out of the VAE's range (a diverged block) or the VAE overflowing in fp16 (run it in bf16 or "
+               "fp32)",
+    "router": "the router's model or its precision (fp16 overflow), or frames it cannot read",
+}
+LIKELY_CAUSES["target"] = LIKELY_CAUSES["drafter"]
 
-    def encode_oldest():
-        check_interrupt()
-        with timed(clock, "reencode"):
-            return encoder.encode(oldest)
 
-    return recompute_context(torch.cat(latents, dim=2), size, block_frames, encode_oldest)
+def check_finite(value, block, model, what):
+    """Stop with an error naming the block, the model (drafter / target / decoder / router), what it gave and the
+    likely cause, when `value` (a tensor or a float) holds NaN or inf: a NaN draft scores NaN, which no tau accepts
+    or rejects meaningfully, and a NaN block poisons every later one through the caches."""
+    finite = math.isfinite(value) if isinstance(value, float) else bool(torch.isfinite(value).all())
+    if not finite:
+        raise FloatingPointError(f"SDVG: block {block}: the {model} gave a non-finite {what} (NaN or inf). Likely "
+                                 f"cause: {LIKELY_CAUSES[model]}.")
+
+
+COST_MODELS = ("drafter", "target", "decoder", "router")
+
+
+def add_cost(costs, model, kind, calls, flops=None, **counts):
+    """costs[model][kind] += calls (and flops, None when the model does not report them; and any other counts)."""
+    entry = costs[model].setdefault(kind, dict(calls=0, flops=None))
+    entry["calls"] += calls
+    if flops is not None:
+        entry["flops"] = (entry["flops"] or 0) + flops
+    for key, value in counts.items():
+        entry[key] = entry.get(key, 0) + value
+
+
+def target_only_costs(target, num_blocks, steps):
+    """What a target-only run of `num_blocks` blocks costs the target: "forwards" (sequential calls: `steps` per
+    block and one commit or rebuild before every block after the first), "flops" (None unless the runner reports
+    FLOPs, as CausalWanRunner does) and "reencodes" (krea_realtime: blocks whose rebuild re-encodes a frame)."""
+    krea = target is not None and protocol_of(target) == "krea_realtime"
+    frames = getattr(target, "frames_per_block", 0)
+    reencodes = sum((k - 1) * frames >= target.context_frames for k in range(1, num_blocks)) if krea else 0
+    flops = None
+    if all(hasattr(target, name) for name in ("visible_frames", "forward_flops", "tokens_per_frame")):
+        per_frame, block = target.tokens_per_frame, frames * target.tokens_per_frame
+        flops = 0
+        for k in range(num_blocks):
+            seen = target.visible_frames(k) * per_frame
+            flops += steps * target.forward_flops(block, seen + block)
+            if k and krea:  # the rebuild over the K' context frames
+                flops += target.forward_flops(seen, seen, head=False)
+            elif k:  # the commit of block k - 1, attending to what block k - 1 saw
+                flops += target.forward_flops(block, target.visible_frames(k - 1) * per_frame + block, head=False)
+    return dict(forwards=num_blocks * steps + max(num_blocks - 1, 0), flops=flops, reencodes=int(reencodes))
+
+
+class BlockLoop:
+    """The state of one `speculative_generate` run and its phases (generate, draft, decode, commit), each a small
+    method: the committed latents and frames, Krea's decoded pixel buffer, per model the committed blocks it has not
+    committed yet, the recompute contexts of the current history, per block a clock, and the run's costs.
+
+    Laziness (docs/sdvg.md, "Which model commits when"): a krea_realtime runner's cache is a function of the
+    committed latents and the pixel buffer, so it is rebuilt only right before that runner generates a block, from
+    the history as it then is (exactly what an eager rebuild after the last committed block computed); a
+    self_forcing target keeps the blocks it did not generate and commits them in one forward right before it
+    generates again. A self_forcing drafter commits every block at once (it drafts most blocks anyway)."""
+
+    def __init__(self, runners, decoder, encoder, block_shape, noise, interrupt, needed):
+        self.runners, self.decoder, self.encoder, self.needed = runners, decoder, encoder, needed
+        self.block_shape, self.noise, self.interrupt = block_shape, noise, interrupt
+        # Krea's decoded pixel buffer: the last frames of the committed video, as many as the largest K needs.
+        self.buffer_frames = max([pixel_buffer_frames(runner.context_frames) for runner in runners.values()
+                                  if runner is not None and protocol_of(runner) == "krea_realtime"], default=0)
+        self.latents, self.frames, self.pixel_buffer, self.contexts = [], [], [], {}
+        self.uncommitted = {name: [] for name in runners}
+        self.clocks, self.costs = [], {model: {} for model in COST_MODELS}
+
+    def check_interrupt(self):
+        if self.interrupt is not None:
+            self.interrupt()
+
+    @contextmanager
+    def call(self, clock_key, model, kind, runner=None, calls=1):
+        """Check Cancel, time the call into this block's clock and count it in costs[model][kind]: the runner's
+        own forwards (CausalWanRunner.forwards, with their FLOPs) when it lists them, else `calls` calls."""
+        self.check_interrupt()
+        log = getattr(runner, "forwards", None)
+        since = len(log) if isinstance(log, list) else None
+        with timed(self.clocks[-1], clock_key):
+            yield
+        if since is None:
+            add_cost(self.costs, model, kind, calls)
+        else:
+            add_cost(self.costs, model, kind, len(log) - since,
+                     sum(runner.forward_flops(n, m, head=head) for n, m, head in log[since:]))
+
+    def lazy(self, name):
+        return name == "target" or protocol_of(self.runners[name]) == "krea_realtime"
+
+    def generate(self, name, index, sigmas):
+        """The runner `name` generates block `index` (its few steps), after committing what it has not yet."""
+        self.catch_up(name)
+        runner = self.runners[name]
+        with self.call(name, name, "generate", runner, calls=len(sigmas.sigmas)):
+            block = generate_block(runner, self.block_shape, sigmas, self.noise(index, name), self.check_interrupt)
+        check_finite(block, index, name, "block")
+        return block
+
+    def draft(self, index, sigmas, router, prompt, aggregation, tau):
+        """The drafter proposes block `index`; with a router, its decoded frames are scored. Returns ((latent,
+        frames, pending decode) to commit, or None when rejected; the score, or None when not scored)."""
+        latent = self.generate("drafter", index, sigmas)
+        if router is None:  # draft only
+            return (latent, None, None), None
+        frames, pending = self.decode(index, latent, "draft_decode")
+        with self.call("router", "router", "frames"):
+            score = aggregate(router.score(frames, prompt), aggregation)
+        add_cost(self.costs, "router", "frames", 0, frames=len(frames))
+        check_finite(score, index, "router", "score")
+        return ((latent, frames, pending) if score >= tau else None), score
+
+    def decode(self, index, latent, clock_key):
+        """Decode a block with the streaming state, without advancing it: (frames, pending state)."""
+        with self.call(clock_key, "decoder", "decode"):
+            frames, pending = self.decoder.decode(latent)
+        check_finite(frames, index, "decoder", "frame")
+        return frames, pending
+
+    def commit(self, latent, frames, pending, last):
+        """Block `latent` joins the video: the decoder advances (its frames go to the output and the pixel buffer);
+        each model that will predict again gets it now (eager) or before its next block (lazy). Returns frames."""
+        if self.decoder is not None:
+            if frames is None:
+                frames, pending = self.decode(len(self.latents), latent, "decode")
+            self.decoder.advance(pending)
+            self.frames.append(frames)
+            if self.buffer_frames:
+                self.pixel_buffer = (self.pixel_buffer + list(frames))[-self.buffer_frames:]
+        self.latents.append(latent)
+        self.contexts = {}  # K -> Krea's recompute context of this history, shared by both models
+        for name, runner in self.runners.items():
+            if runner is not None and self.needed[f"commit_{name}"] and not last:
+                self.uncommitted[name].append(latent)
+                if not self.lazy(name):
+                    self.catch_up(name)
+        return frames
+
+    def catch_up(self, name):
+        """Commit to runner `name` every block committed since its last commit: one call (self_forcing: the
+        blocks' K/V; krea_realtime: the cache rebuilt from the history as it is now)."""
+        blocks, runner = self.uncommitted[name], self.runners[name]
+        if not blocks:
+            return
+        options, kind = {}, "commit"
+        if protocol_of(runner) == "krea_realtime":
+            options, kind = dict(context=self.krea_context(runner.context_frames)), "rebuild"
+        with self.call(f"{name}_commit", name, kind, runner):
+            runner.commit(torch.cat(blocks, dim=2), **options)
+        self.uncommitted[name] = []
+
+    def krea_context(self, size):
+        """Krea's recompute context of `size` latent frames for the committed latents, by `recompute_context`'s
+        rule; when that needs it, the oldest frame of the decoded pixel buffer (1 + 4 (size - 1) frames, fewer
+        while the video is shorter) is re-encoded, timed as "reencode"."""
+        if size not in self.contexts:
+            oldest = self.pixel_buffer[-min(pixel_buffer_frames(size), len(self.pixel_buffer))] \
+                if self.pixel_buffer else None
+
+            def encode_oldest():
+                with self.call("reencode", "decoder", "reencode"):
+                    encoded = self.encoder.encode(oldest)
+                check_finite(encoded, len(self.latents), "decoder", "re-encoded frame")
+                return encoded
+
+            self.contexts[size] = recompute_context(torch.cat(self.latents, dim=2), size, self.block_shape[2],
+                                                    encode_oldest)
+        return self.contexts[size]
 
 
 def speculative_generate(drafter, target, decoder, router, prompt, *, num_blocks, block_shape, tau=-0.7,
@@ -215,113 +384,87 @@ def speculative_generate(drafter, target, decoder, router, prompt, *, num_blocks
     block_shape: (B, C, F, H, W) of one latent block. tau: accept a draft when its aggregated score >= tau.
     drafter_sigmas / target_sigmas: schedules (`check_block_schedule`). noise: the noise source (module docstring;
     default `seeded_noise(seed)`). Returns (latent [B, C, num_blocks * F, H, W] float32, frames [N, H, W, 3] float
-    0..1 or None). stats: a dict, cleared and filled by `sdvg_stats` (see there).
+    0..1 or None). stats: a dict, cleared and filled by `sdvg_stats` (see there). A non-finite block, frame,
+    re-encoding or score raises FloatingPointError naming the block and the model (`check_finite`).
     """
     tau = float(tau)
     block_shape = check_run(drafter, target, decoder, router, tau, num_blocks, block_shape, force_target_first_block,
                             encoder)
     drafter_sigmas = check_block_schedule(drafter_sigmas, "drafter_sigmas")
     target_sigmas = check_block_schedule(target_sigmas, "target_sigmas")
-    noise = seeded_noise(seed) if noise is None else noise
     needed = parts_needed(tau, force_target_first_block)
-    # Krea's decoded pixel buffer: the last frames of the committed video, as many as the largest K needs.
-    buffer_frames = max([pixel_buffer_frames(runner.context_frames) for runner in (drafter, target)
-                         if runner is not None and protocol_of(runner) == "krea_realtime"], default=0)
-    pixel_buffer = []
-
-    def check_interrupt():
-        if interrupt is not None:
-            interrupt()
-
-    def generate(runner, name, index, sigmas, clock):
-        with timed(clock, name):
-            return generate_block(runner, block_shape, sigmas, noise(index, name), check_interrupt)
-
-    def decode(block, clock, key):
-        check_interrupt()
-        with timed(clock, key):
-            return decoder.decode(block)
-
+    loop = BlockLoop(dict(drafter=drafter, target=target), decoder, encoder, block_shape,
+                     seeded_noise(seed) if noise is None else noise, interrupt, needed)
     started = time.perf_counter()
-    latents, frames_out, records, clocks = [], [], [], []
+    records = []
     for index in range(num_blocks):
-        clock, record = {}, dict(index=index, source="target", drafted=False, score=None, accepted=False)
-        committed = frames = pending = None
+        loop.clocks.append({})
+        record = dict(index=index, source="target", drafted=False, score=None, accepted=False)
+        kept = None
         if needed["drafter"] and not (index == 0 and force_target_first_block):
-            record["drafted"] = True
-            draft = generate(drafter, "drafter", index, drafter_sigmas, clock)
-            if needed["router"]:
-                draft_frames, draft_pending = decode(draft, clock, "draft_decode")
-                check_interrupt()
-                with timed(clock, "router"):
-                    record["score"] = aggregate(router.score(draft_frames, prompt), aggregation)
-                if record["score"] >= tau:
-                    committed, frames, pending = draft, draft_frames, draft_pending
-            else:  # draft only
-                committed = draft
-            record["accepted"] = committed is not None
-            record["source"] = "drafter" if committed is not None else "target"
-        if committed is None:
-            committed = generate(target, "target", index, target_sigmas, clock)
-        if decoder is not None:
-            if frames is None:
-                frames, pending = decode(committed, clock, "decode")
-            decoder.advance(pending)
-            if buffer_frames:
-                pixel_buffer = (pixel_buffer + list(frames))[-buffer_frames:]
-        latents.append(committed)
-        # Commit to every model that will predict again (not after the last block).
-        contexts = {}  # K -> Krea recompute context, shared by both models
-        for name, runner in (("drafter", drafter), ("target", target)):
-            if needed[f"commit_{name}"] and index + 1 < num_blocks:
-                check_interrupt()
-                options = {}
-                if protocol_of(runner) == "krea_realtime":
-                    size = runner.context_frames
-                    if size not in contexts:
-                        contexts[size] = krea_context(latents, pixel_buffer, size, block_shape[2], encoder, clock,
-                                                      check_interrupt)
-                    options = dict(context=contexts[size])
-                with timed(clock, f"{name}_commit"):
-                    runner.commit(committed, **options)
-        if frames is not None:
-            frames_out.append(frames)
+            kept, record["score"] = loop.draft(index, drafter_sigmas, router if needed["router"] else None, prompt,
+                                               aggregation, tau)
+            record.update(drafted=True, accepted=kept is not None, source="drafter" if kept else "target")
+        if kept is None:
+            kept = (loop.generate("target", index, target_sigmas), None, None)
+        frames = loop.commit(*kept, last=index + 1 == num_blocks)
         records.append(record)
-        clocks.append(clock)
         if callback is not None:
-            callback(dict(block=index, num_blocks=num_blocks, x0=committed, frames=frames, accepted=record["accepted"],
+            callback(dict(block=index, num_blocks=num_blocks, x0=kept[0], frames=frames, accepted=record["accepted"],
                           score=record["score"]))
 
-    filled = sdvg_stats(records, clocks, time.perf_counter() - started, tau=tau, aggregation=aggregation,
-                        target_steps=len(target_sigmas.sigmas),
-                        target_reencodes=target is not None and protocol_of(target) == "krea_realtime")
+    target_only = target_only_costs(target, num_blocks, len(target_sigmas.sigmas))
+    filled = sdvg_stats(records, loop.clocks, time.perf_counter() - started, tau=tau, aggregation=aggregation,
+                        target_steps=len(target_sigmas.sigmas), target_reencodes=target_only["reencodes"],
+                        costs=loop.costs, target_only=target_only)
     if stats is not None:
         stats.clear()
         stats.update(filled)
-    latent = torch.cat(latents, dim=2)
-    return latent, (torch.cat(frames_out, dim=0) if frames_out else None)
+    latent = torch.cat(loop.latents, dim=2)
+    return latent, (torch.cat(loop.frames, dim=0) if loop.frames else None)
 
 
 def _mean(values):
     return sum(values) / len(values) if values else 0.0
 
 
-def sdvg_stats(records, clocks, seconds, *, tau, aggregation, target_steps, target_reencodes=False):
+def cost_totals(costs, target_only):
+    """The FLOPs and target-call summary of a run's costs (docs/sdvg.md, "Costs"): "flops" {"drafter", "target",
+    "total"} (DiT FLOPs; None for a model whose runner does not report them), "target_forwards" (sequential target
+    calls), "target_forwards_saved" (a target-only run's minus this run's), "estimated_target_only_flops",
+    "flops_speedup" (that over this run's total; None when either is unknown)."""
+    def model_flops(model):
+        values = [entry["flops"] for entry in costs[model].values()]
+        return None if any(value is None for value in values) else sum(values)
+
+    flops = dict(drafter=model_flops("drafter"), target=model_flops("target"))
+    flops["total"] = None if None in flops.values() else flops["drafter"] + flops["target"]
+    target_forwards = sum(entry["calls"] for entry in costs["target"].values())
+    estimate = target_only["flops"]
+    return dict(costs=costs, flops=flops, target_forwards=target_forwards,
+                target_forwards_saved=target_only["forwards"] - target_forwards,
+                estimated_target_only_flops=estimate,
+                flops_speedup=estimate / flops["total"] if estimate is not None and flops["total"] else None)
+
+
+def sdvg_stats(records, clocks, seconds, *, tau, aggregation, target_steps, target_reencodes=0, costs=None,
+               target_only=None):
     """A run's statistics, built in one place.
 
     "blocks": per block index, source ("drafter" | "target"), drafted, score, accepted, drafter_seconds,
-    router_seconds, target_seconds, decode_seconds (a model's seconds include its commit); "acceptance_rate"
+    router_seconds, target_seconds, decode_seconds (a model's seconds include its commits); "acceptance_rate"
     (accepted / drafted blocks; 0.0 when nothing was drafted), "drafted_blocks", "accepted_blocks", "seconds" (wall
     time of the whole loop), "estimated_target_only_seconds", "estimated_speedup", "num_blocks", "tau" (a float,
-    +-inf for the baselines), "mode" ("speculative", "target_only", "draft_only"), "aggregation".
+    +-inf for the baselines), "mode" ("speculative", "target_only", "draft_only"), "aggregation"; with `costs` and
+    `target_only` (`target_only_costs`) also the keys of `cost_totals`.
 
     Estimated target-only time = num_blocks x (mean seconds of the target generating a block + mean seconds to
-    decode a committed block) + (num_blocks - 1) x mean seconds of a target commit (the target commits every block
-    but the last, whoever generated it; when no commit was timed, e.g. draft-only, one commit counts as one target
-    step). A krea_realtime target's commit is its cache recompute, and its re-encodes (`target_reencodes`) count
-    too: every re-encode timed in this run (the same ones a target-only run makes). That is what a target-only run
-    does, timed in this run, so no second run is needed; it is None when the target generated no block (then the
-    speed-up is None too). Time spent loading models inside the runners' calls is included.
+    decode a committed block) + (num_blocks - 1) x mean seconds of a target commit (a target-only run commits or
+    rebuilds before every block but the first; when no commit was timed, e.g. draft-only or every draft accepted,
+    one commit counts as one target step) + `target_reencodes` (the re-encodes a target-only run makes) x mean
+    seconds of a re-encode timed in this run (none timed: not counted). That is what a target-only run does, timed
+    in this run, so no second run is needed; it is None when the target generated no block (then the speed-up is
+    None too). Time spent loading models inside the runners' calls is included.
     """
     blocks = [dict(record, drafter_seconds=clock.get("drafter", 0.0) + clock.get("drafter_commit", 0.0),
                    router_seconds=clock.get("router", 0.0),
@@ -342,11 +485,14 @@ def sdvg_stats(records, clocks, seconds, *, tau, aggregation, target_steps, targ
         commits = timings("target_commit")
         commit = _mean(commits) if commits else _mean(generation) / target_steps
         estimate = num_blocks * (_mean(generation) + _mean(committed_decodes)) + (num_blocks - 1) * commit
-        if target_reencodes:
-            estimate += sum(timings("reencode"))
+        estimate += int(target_reencodes) * _mean(timings("reencode"))
     drafted = sum(block["drafted"] for block in blocks)
     accepted = sum(block["accepted"] for block in blocks)
-    return dict(blocks=blocks, num_blocks=num_blocks, tau=tau, mode=MODE_NAMES[mode_of(tau)], aggregation=aggregation,
-                drafted_blocks=drafted, accepted_blocks=accepted, acceptance_rate=accepted / drafted if drafted else 0.0,
-                seconds=seconds, estimated_target_only_seconds=estimate,
-                estimated_speedup=estimate / seconds if estimate is not None and seconds > 0 else None)
+    filled = dict(blocks=blocks, num_blocks=num_blocks, tau=tau, mode=MODE_NAMES[mode_of(tau)],
+                  aggregation=aggregation, drafted_blocks=drafted, accepted_blocks=accepted,
+                  acceptance_rate=accepted / drafted if drafted else 0.0, seconds=seconds,
+                  estimated_target_only_seconds=estimate,
+                  estimated_speedup=estimate / seconds if estimate is not None and seconds > 0 else None)
+    if costs is not None and target_only is not None:
+        filled.update(cost_totals(costs, target_only))
+    return filled

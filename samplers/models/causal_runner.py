@@ -8,10 +8,13 @@ the function it is given (default: SDPA, `samplers.models.wan.attend`), so Comfy
 Common to both protocols (docs/sdvg.md, "Exact semantics"): the text cross-attention K/V are computed once by
 `reset`; `predict(block, sigma, timestep)` returns the flow prediction of the current block attending to
 `cache ++ block`, writing the block's K/V only to scratch slots after the cache's end (the next call overwrites
-them), so a rejected draft needs no rollback; the time embedding is per frame.
+them), so a rejected draft needs no rollback; the time embedding is per frame. Every model forward is logged in
+`forwards` (query tokens, self-attention keys, head or K/V only), whose FLOPs `forward_flops` gives
+(`samplers/models/flops.py`).
 
 Protocol "self_forcing" (Self-Forcing's CausalInferencePipeline):
-- `commit(clean_block)` runs the model once at t = 0 on the clean latents and appends the block's K/V;
+- `commit(clean_block)` runs the model once at t = 0 on the clean latents and appends the block's K/V; several blocks
+  at once (a deferred commit) are one forward with the block-causal mask over `cache ++ blocks`;
 - RoPE frame positions are absolute (block k covers frames k*F .. k*F + F - 1);
 - optional local window with sink frames, Self-Forcing's `local_attn_size` / `sink_size` rule: a block ending
   (exclusively) at frame e attends to frames g < e with g < sink_frames or g >= e - (local_attn_frames - sink_frames),
@@ -22,17 +25,19 @@ The result equals `WanDiT.forward(committed ++ block, frames_per_block=F, local_
 to the block (tests/plain_torch/test_causal.py checks it to 1e-5 in float32).
 
 Protocol "krea_realtime" (Krea's release_server.py `GenerationSession`), with K = `context_frames`:
-- no clean pass: `commit(clean_block, context)` empties the cache and rebuilds it with one forward at t = 0 over
+- no clean pass: `commit(clean_blocks, context)` empties the cache and rebuilds it with one forward at t = 0 over
   the context latents [B, C, K', H, W] (K' <= K, built by `recompute_context`), at RoPE positions 0 .. K'-1 with the
-  block-causal mask (blocks of F frames);
+  block-causal mask (blocks of F frames); the context alone decides the cache, so one rebuild after several blocks
+  equals a rebuild after each;
 - the next block sits at positions K' .. K'+F-1 (= min(k F, K) for block k); the cache never holds more than
   K + F frames.
 """
 import torch
 
 from .device import model_device
+from .flops import forward_flops
 from .wan import (attend, block_causal_mask, block_modulation, cross_attention_and_ffn, cross_attention_kv, embed_video,
-                  expand_timestep, head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
+                  expand_timestep, frame_mask, head_output, model_compute_dtype, modulate, per_token, rope_cos_sin,
                   self_attention_qkv, time_modulation, unpatchify, validate_window)
 
 
@@ -200,6 +205,9 @@ class CausalWanRunner:
         self.text_keys = None
         self.text_values = None
         self.committed_frames = 0
+        # One (query tokens, self-attention keys, head) per model forward, appended by `_forward`: what the costs
+        # of a run are counted from (`forward_flops`).
+        self.forwards = []
 
     @torch.no_grad()
     def reset(self, context):
@@ -235,13 +243,18 @@ class CausalWanRunner:
         return self._forward(block, timestep, self.block_start_frame)
 
     @torch.no_grad()
-    def commit(self, clean_block, context=None):
-        """Commit the clean block [B, C, F, H, W]; advances committed_frames by F.
+    def commit(self, clean_blocks, context=None):
+        """Commit clean blocks [B, C, n F, H, W] (n >= 1: every block committed since this runner's last commit,
+        oldest first); advances committed_frames by n F.
 
-        self_forcing: append the block's K/V (computed at t = 0). krea_realtime: `context` [B, C, K', H, W] (from
-        `recompute_context`, which already ends with this block's frames) replaces the cache, computed at t = 0 at
-        positions 0 .. K'-1 with the block-causal mask."""
-        self._check_block(clean_block)
+        self_forcing: append their K/V, computed at t = 0. One block is one forward, as Self-Forcing commits; several
+        (a deferred commit) are one forward with the block-causal mask (and the window) over `cache ++ blocks`, the
+        same K/V as committing them one by one up to float rounding; a window whose room is smaller than the blocks
+        splits them into as few forwards as fit. krea_realtime: `context` [B, C, K', H, W] (from
+        `recompute_context` over every committed latent, so it already ends with these blocks' frames) replaces the
+        cache, computed at t = 0 at positions 0 .. K'-1 with the block-causal mask; the blocks themselves are only
+        counted."""
+        self._check_block(clean_blocks, commit=True)
         if self.protocol == "krea_realtime":
             if context is None or context.ndim != 5 or not 1 <= context.shape[2] <= self.context_frames:
                 shape = None if context is None else tuple(context.shape)
@@ -252,28 +265,65 @@ class CausalWanRunner:
             mask = block_causal_mask(frames, self.tokens_per_frame, self.frames_per_block, device=self.device)
             self._forward(context, 0.0, 0, mask=None if bool(mask.all()) else mask, head=False)
             self.cache.frames.extend(range(frames))
-            self.committed_frames += self.frames_per_block
+            self.committed_frames += clean_blocks.shape[2]
             return
-        self._forward(clean_block, 0.0, self.committed_frames, head=False)
-        first = self.committed_frames
-        self.cache.frames.extend(range(first, first + self.frames_per_block))
-        self.committed_frames += self.frames_per_block
+        blocks = list(clean_blocks.split(self.frames_per_block, dim=2))
+        while blocks:
+            room = max((self.cache.capacity_frames - len(self.cache.frames)) // self.frames_per_block, 1)
+            self._append(torch.cat(blocks[:room], dim=2))
+            blocks = blocks[room:]
+
+    def _append(self, clean):
+        """self_forcing: one t = 0 forward over the clean blocks [B, C, n F, H, W] appends their K/V, then drops
+        what no later block can see."""
+        first, count = self.committed_frames, clean.shape[2]
+        mask = None
+        if count > self.frames_per_block:  # several blocks: each sees the cache and the blocks up to its own
+            mask = frame_mask(range(first, first + count), self.cache.frames + list(range(first, first + count)),
+                              self.tokens_per_frame, self.frames_per_block, self.local_attn_frames,
+                              self.sink_frames, device=self.device)
+        self._forward(clean, 0.0, first, mask=mask, head=False)
+        self.cache.frames.extend(range(first, first + count))
+        self.committed_frames += count
         if self.local_attn_frames is not None:
             # Drop what no later block can see: the next block ends at committed + F.
             next_end = self.committed_frames + self.frames_per_block
             recent_from = next_end - (self.local_attn_frames - self.sink_frames)
             self.cache.evict(lambda frame: frame < self.sink_frames or frame >= recent_from)
 
-    def _check_block(self, block):
+    def visible_frames(self, block_index):
+        """Committed latent frames block `block_index` attends to under this runner's protocol (when every earlier
+        block is committed): krea_realtime min(k F, K); self_forcing every earlier frame, or the window's."""
+        before = block_index * self.frames_per_block
+        if self.protocol == "krea_realtime":
+            return min(before, self.context_frames)
+        if self.local_attn_frames is None:
+            return before
+        recent_from = before + self.frames_per_block - (self.local_attn_frames - self.sink_frames)
+        return sum(1 for frame in range(before) if frame < self.sink_frames or frame >= recent_from)
+
+    def forward_flops(self, tokens, context_tokens, head=True):
+        """FLOPs of one forward of this runner's model over `tokens` query tokens attending to `context_tokens`
+        self-attention keys (`samplers.models.flops.forward_flops`, with the text length of the last `reset`)."""
+        text_tokens = self.text_keys[0].shape[1] if self.text_keys is not None else 0
+        return forward_flops(self.model, tokens, context_tokens, text_tokens, head=head)
+
+    def _check_block(self, block, commit=False):
+        """A block [B, C, F, H, W] to predict (commit: n >= 1 blocks [B, C, n F, H, W]) that fits max_frames."""
         expected = (self.batch_size, self.frames_per_block, self.latent_height, self.latent_width)
-        if block.ndim != 5 or (block.shape[0], *block.shape[2:]) != expected:
-            raise ValueError(f"block of shape {tuple(block.shape)}: expected [B, C, F, H, W] with (B, F, H, W) = "
-                             f"{expected}")
+        shape = (block.shape[0], *block.shape[2:]) if block.ndim == 5 else None
+        frames = block.shape[2] if block.ndim == 5 else 0
+        if commit and shape is not None and frames % self.frames_per_block == 0 and frames > 0:
+            shape = (shape[0], self.frames_per_block, *shape[2:])
+        if shape != expected:
+            what = "[B, C, n F, H, W] (whole blocks)" if commit else "[B, C, F, H, W]"
+            raise ValueError(f"block of shape {tuple(block.shape)}: expected {what} with (B, F, H, W) = {expected}")
         if self.text_keys is None:
             raise RuntimeError("CausalWanRunner: call reset(context) before predict / commit")
-        if self.committed_frames + self.frames_per_block > self.max_frames:
-            raise ValueError(f"CausalWanRunner: {self.committed_frames} frames committed, one more block of "
-                             f"{self.frames_per_block} exceeds max_frames = {self.max_frames}")
+        frames = frames if commit else self.frames_per_block
+        if self.committed_frames + frames > self.max_frames:
+            raise ValueError(f"CausalWanRunner: {self.committed_frames} frames committed, {frames} more exceed "
+                             f"max_frames = {self.max_frames}")
 
     def _forward(self, x, timestep, frame_offset, mask=None, head=True):
         """Run the model on x [B, C, T, H, W] at RoPE frames frame_offset.., writing its K/V after the cache's end
@@ -290,6 +340,7 @@ class CausalWanRunner:
         if stop > cache.capacity_frames * per_frame:
             raise RuntimeError(f"CausalWanRunner: {stop // per_frame} frames exceed the cache's "
                                f"{cache.capacity_frames}")
+        self.forwards.append((tokens.shape[1], stop, head))
         for index, layer in enumerate(model.blocks):
             modulation = block_modulation(layer, e0)
             q, k, v = self_attention_qkv(layer.self_attn,

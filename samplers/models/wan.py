@@ -346,11 +346,18 @@ def block_causal_mask(num_frames, tokens_per_frame, frames_per_block, frame_offs
     when full, evicts the oldest frames after the sink, so a block sees `local_attn_frames` frames in total (sink and
     itself included) once the video is long enough; its training mask is the same window without a sink.
     """
+    frames = range(frame_offset, frame_offset + num_frames)
+    return frame_mask(frames, frames, tokens_per_frame, frames_per_block, local_attn_frames, sink_frames, device)
+
+
+def frame_mask(query_frames, key_frames, tokens_per_frame, frames_per_block, local_attn_frames=None, sink_frames=0,
+               device=None):
+    """`block_causal_mask`'s rule between any absolute frames: [Lq, Lk] (True = attend) for queries of the frames
+    `query_frames` and keys of the frames `key_frames` (e.g. a KV cache's frames followed by new ones)."""
     validate_window(frames_per_block, local_attn_frames, sink_frames)
-    absolute = torch.arange(num_frames) + frame_offset
-    block_end = (absolute // frames_per_block + 1) * frames_per_block  # exclusive end of each frame's block
-    query_end = block_end[:, None]
-    key = absolute[None, :]
+    queries = torch.as_tensor(list(query_frames), dtype=torch.long)
+    key = torch.as_tensor(list(key_frames), dtype=torch.long)[None, :]
+    query_end = ((queries // frames_per_block + 1) * frames_per_block)[:, None]  # exclusive end of each block
     allowed = key < query_end
     if local_attn_frames is not None:
         allowed &= (key < sink_frames) | (key >= query_end - (local_attn_frames - sink_frames))
@@ -470,7 +477,8 @@ def _check_wan_keys(state_dict, source):
             f"{source} is not a Wan 2.1 DiT with original names: missing {missing} ({_describe_keys(keys)}). "
             "Expected keys like 'patch_embedding.weight', 'blocks.0.self_attn.q.weight', 'head.head.weight', "
             "optionally all prefixed by 'model.' or 'model.diffusion_model.'. Self-Forcing .pt checkpoints: "
-            "convert them with scripts/convert_self_forcing.py.")
+            "load them with the Load Causal Wan Checkpoint node (or convert them with "
+            "scripts/convert_self_forcing.py).")
 
 
 def infer_config(state_dict, head_dim=128):

@@ -3,6 +3,8 @@ every case in the folder SDVG_GOLDEN_DIR (default ../shared/golden from the repo
 CausalWanRunner and block loop, fed the recorded noise, and matches the float32 outputs to the README's 1e-4."""
 import os
 
+import torch
+
 import pytest
 
 from support.golden import case_names, golden_dir, run_case
@@ -29,3 +31,24 @@ def test_golden_case_matches_reference(case, record_property):
     print(f"golden {case} ({result['meta']['protocol']}): largest error {errors[worst]:.2e} at {worst} "
           f"over {len(errors)} tensors")
     assert errors[worst] <= ATOL, f"{case}: {worst} is {errors[worst]:.3e} away (atol {ATOL})"
+
+
+@pytest.mark.parametrize("protocols", [("self_forcing", "krea_realtime"), ("krea_realtime", "krea_realtime"),
+                                       ("self_forcing", "self_forcing")], ids="+".join)
+def test_golden_models_give_the_eager_orders_video_with_the_lazy_target(protocols):
+    """The golden cases' two DiTs, stand-in VAE and context in a speculative run: the lazy target gives the eager
+    order's video, bit for bit for a krea_realtime target, within float32 rounding for a self_forcing one."""
+    if "krea_target" not in CASES:
+        pytest.skip(f"golden: no krea_target case in {FOLDER} (set SDVG_GOLDEN_DIR)")
+    from samplers.methods.sdvg import speculative_generate
+    from support.golden import run_speculative_pair
+    from support.sdvg_eager import eager_speculative_generate
+
+    for scores in ((1, 1, 1, 1), (1, 0, 1, 0), (0, 1, 1, 0), (0, 0, 0, 0)):
+        lazy = run_speculative_pair(FOLDER, speculative_generate, protocols, scores)
+        eager = run_speculative_pair(FOLDER, eager_speculative_generate, protocols, scores)
+        assert lazy[2] == eager[2] == ["target"] + ["drafter" if s else "target" for s in scores]
+        if protocols[1] == "krea_realtime":
+            assert torch.equal(lazy[0], eager[0]) and torch.equal(lazy[1], eager[1])
+        else:
+            torch.testing.assert_close(lazy[0], eager[0], rtol=0, atol=1e-5)

@@ -156,10 +156,11 @@ def test_first_block_is_drafted_when_not_forced():
     assert result["target"].predicts == 0
 
 
-def test_both_caches_hold_the_committed_history():
+def test_both_caches_hold_the_committed_history_the_target_committing_only_before_it_generates():
     result = run(0.0, router=ScriptedRouter([[1.0] * 3, [-1.0] * 3]))
-    # The last block needs no commit: every earlier block went to both models.
-    assert result["drafter"].commits == result["target"].commits == NUM_BLOCKS - 1
+    # The last block needs no commit: every earlier block went to both models. The drafter commits each block; the
+    # target, which skipped block 1, commits blocks 0 and 1 in one call right before it regenerates block 2.
+    assert result["drafter"].commits == NUM_BLOCKS - 1 and result["target"].commits == 1
     assert result["drafter"].committed_frames == result["target"].committed_frames == 3 * (NUM_BLOCKS - 1)
 
 

@@ -119,10 +119,39 @@ def widget_values_by_name(node, node_info):
     values = node.get("widgets_values") or []
     if isinstance(values, dict):  # some V3 nodes save a mapping
         return {name: values[name] for name in names if name in values}
+    if len(values) < len(names) and saved_widgets_are_a_prefix(node, names):
+        # Widgets core appended to a node after the workflow was saved (0.33's CreateVideo gained bit_depth): the
+        # frontend gives them their defaults, as here.
+        specs = dict(ordered_inputs(node_info))
+        values = list(values) + [widget_default(specs[name]) for name in names[len(values):]]
     if len(values) != len(names):
         raise ConversionError(
             f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} widgets {names}")
     return {name: value for name, value in zip(names, values) if name != CONTROL_AFTER_GENERATE}
+
+
+def saved_widgets_are_a_prefix(node, names):
+    """The widget inputs the saved node lists (the frontend saves each one's name) are the first of `names`, all
+    their values are present, and what is missing are later widgets without a control_after_generate slot."""
+    saved = [entry["widget"]["name"] for entry in node.get("inputs") or [] if entry.get("widget")]
+    current = [name for name in names if name != CONTROL_AFTER_GENERATE]
+    if not saved or current[:len(saved)] != saved:
+        return False
+    present = names.index(current[len(saved)]) if len(saved) < len(current) else len(names)
+    return len(node.get("widgets_values") or []) == present and CONTROL_AFTER_GENERATE not in names[present:]
+
+
+def widget_default(spec):
+    """The value the frontend gives a widget the saved workflow does not hold: its default, else a combo's first
+    option."""
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in options:
+        return options["default"]
+    choices = kind if isinstance(kind, list) else options.get("options", [])
+    if choices:
+        return choices[0]
+    raise ConversionError(f"widget with spec {spec!r} has no default for a workflow saved before it existed")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -182,3 +182,43 @@ def run_case(folder, name):
         expected = {f"f32.b{k}.recompute.context" for k in range(1, num_blocks)}
         assert expected <= set(errors), f"{name}: the loop ran {len(target.contexts)} recomputes"
     return dict(max_error=errors, meta=meta)
+
+
+class PatternRouter:
+    """Scores the k-th draft `scores[k]` on every frame."""
+
+    aggregation = "min"
+
+    def __init__(self, scores):
+        self.scores, self.calls = list(scores), 0
+
+    def score(self, frames, prompt):
+        self.calls += 1
+        return torch.full((frames.shape[0],), float(self.scores[self.calls - 1]))
+
+
+def run_speculative_pair(folder, generate_fn, protocols, scores, seed=0, case="krea_target"):
+    """A speculative run over the golden cases' two tiny DiTs (the drafter's and the target's weights files, under
+    `protocols` = (drafter's, target's)), with the Krea case's text context, stand-in decoder and encoder, the
+    pack's seeded noise and a router scoring the k-th draft `scores[k]` (tau 0.5). `generate_fn` is
+    speculative_generate or the eager reference. Returns (latent, frames, per block source)."""
+    from samplers.methods.schedules import SCHEDULES
+    from samplers.models.wan import load_wan, pad_text
+
+    meta, tensors = load_case(folder, case)
+    height, width, frames_per_block, num_blocks = meta["latent_h"], meta["latent_w"], 3, meta["num_blocks"]
+    runners = []
+    for weights, protocol in zip(("wan21_t2v_tiny_drafter.safetensors", "wan21_t2v_tiny_target.safetensors"),
+                                 protocols):
+        runner = CausalWanRunner(load_wan(os.path.join(folder, weights)), latent_height=height, latent_width=width,
+                                 max_frames=num_blocks * frames_per_block, frames_per_block=frames_per_block,
+                                 dtype=torch.float32, protocol=protocol, context_frames=3)
+        runner.reset(pad_text(tensors["context"], meta["context"]["pad_to"]))
+        runners.append(runner)
+    stats = {}
+    latent, frames = generate_fn(
+        *runners, StandInDecoder(tensors), PatternRouter(scores), "", num_blocks=num_blocks,
+        block_shape=(1, meta["latent_channels"], frames_per_block, height, width), tau=0.5, seed=seed, stats=stats,
+        drafter_sigmas=SCHEDULES[protocols[0]], target_sigmas=SCHEDULES[protocols[1]],
+        encoder=StandInEncoder(tensors))
+    return latent, frames, [block["source"] for block in stats["blocks"]]

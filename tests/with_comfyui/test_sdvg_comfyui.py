@@ -159,7 +159,7 @@ def test_decoding_a_draft_does_not_advance_the_stream(pack, wan21_vae):
 def test_advancing_with_a_stale_pending_state_is_rejected(pack, wan21_vae):
     decoder = pack.stream_decode.WanStreamingDecoder(wan21_vae)
     # Decoded after 2 committed latent frames, but none are committed: its state continues another history.
-    stale = pack.stream_decode.PendingDecodeState(causal_cache=[], base_latent_frames=2, latent_frames=1)
+    stale = pack.stream_decode.PendingDecodeState(state={}, base_latent_frames=2, latent_frames=1)
     with pytest.raises(ValueError, match="pending: this block was decoded after 2 committed latent frames"):
         decoder.advance(stale)
 
@@ -170,16 +170,26 @@ def test_node_is_registered_with_tooltips_router_socket_and_hidden_unique_id(com
     node_class = comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"]
     assert comfy_pack.NODE_DISPLAY_NAME_MAPPINGS["SDVGSpeculativeVideo"] == "SDVG Speculative Video"
     assert node_class.CATEGORY == "sampling/speculative"
-    assert node_class.RETURN_TYPES == ("LATENT", "IMAGE", "STRING")
+    assert tuple(node_class.RETURN_TYPES) == ("LATENT", "IMAGE", "STRING")
     schema = node_class.INPUT_TYPES()
     visible = {**schema["required"], **schema["optional"]}
     assert visible["router"][0] == "REWARD_ROUTER"
     assert visible["tau"][1]["default"] == -0.7
     assert visible["frames_per_block"][1]["default"] == 3
-    assert schema["hidden"] == {"unique_id": "UNIQUE_ID"}
+    assert list(schema["hidden"]) == ["unique_id"]
     assert [name for name, spec in visible.items() if "tooltip" not in spec[1]] == []
     assert [name for name, spec in visible.items()
             if spec[0] in ("INT", "FLOAT") and not ("min" in spec[1] and "max" in spec[1])] == []
+
+
+def test_node_keeps_the_v1_nodes_input_order_so_saved_workflows_and_api_prompts_load(comfy_pack):
+    # The order the V1 node (before the V3 migration) had: widgets_values and socket slots are saved in it.
+    order = comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"].GET_NODE_INFO_V1()["input_order"]
+    assert order["required"] == ["drafter", "target", "vae", "positive", "router_prompt", "width", "height",
+                                 "num_blocks", "frames_per_block", "tau", "mode", "drafter_sigmas", "target_sigmas",
+                                 "seed", "force_target_first_block"]
+    assert order["optional"] == ["router", "local_attn_frames", "sink_frames", "drafter_protocol", "target_protocol",
+                                 "drafter_schedule", "target_schedule", "context_frames"]
 
 
 # --- the node in a ComfyUI graph ---------------------------------------------------------------------------------
@@ -594,3 +604,161 @@ def test_node_hands_the_models_transformer_options_to_the_attention(pack, wan_mo
     run_node(pack, wan_models, wan21_vae, target=target, mode="target only", num_blocks=1, frames_per_block=1,
              force_target_first_block=False)
     assert len(calls) == 5 * 2  # 5 Krea steps x 2 layers, all through the override
+
+
+# --- what an accepted block costs the target -----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_blocks", [2, 4])
+def test_every_draft_accepted_makes_draft_only_modes_target_calls_and_latent(pack, wan_models, wan21_vae, num_blocks):
+    """Counted through ComfyUI's attention hook on the target: an accepted block costs the (Krea) target nothing,
+    so speculative mode with every draft kept makes exactly draft-only mode's target calls, whatever the length."""
+    layers = len(wan_models["target"].model.diffusion_model.blocks)
+    results = {}
+    for mode in ("speculative", "draft only"):
+        calls = []
+        target = wan_models["target"].clone()
+        target.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
+            counting_override(calls)
+        latent, _, stats_text = run_node(pack, wan_models, wan21_vae, target=target, mode=mode, tau=0.0,
+                                         router=ScriptedRouter([1.0] * (num_blocks - 1)), num_blocks=num_blocks,
+                                         frames_per_block=1)
+        stats = json.loads(stats_text)
+        results[mode] = (len(calls), latent["samples"], stats)
+    (spec_calls, spec_latent, spec_stats), (draft_calls, draft_latent, draft_stats) = (results["speculative"],
+                                                                                      results["draft only"])
+    assert [block["source"] for block in spec_stats["blocks"]] == ["target"] + ["drafter"] * (num_blocks - 1)
+    assert spec_calls == draft_calls == 5 * layers  # block 0's 5 Krea steps, nothing after
+    assert spec_stats["target_forwards"] == draft_stats["target_forwards"] == 5
+    assert spec_stats["target_forwards_saved"] == (num_blocks - 1) * (5 + 1)
+    assert torch.equal(spec_latent, draft_latent)
+
+
+@pytest.mark.slow
+def test_node_stats_count_costs_and_flops(mixed_run):
+    stats = mixed_run.stats
+    # Block 0 by the target, block 1's draft kept, block 2's rejected: the Krea target rebuilds once, before block 2.
+    assert stats["costs"]["target"]["generate"]["calls"] == 2 * 5 and stats["costs"]["target"]["rebuild"]["calls"] == 1
+    assert stats["costs"]["drafter"]["generate"]["calls"] == 2 * 4 and stats["costs"]["drafter"]["commit"]["calls"] == 2
+    assert stats["costs"]["router"]["frames"]["calls"] == 2
+    assert stats["target_forwards"] == 11 and stats["target_forwards_saved"] == (3 * 5 + 2) - 11
+    assert stats["flops"]["total"] == stats["flops"]["drafter"] + stats["flops"]["target"] > 0
+    assert stats["flops_speedup"] == pytest.approx(stats["estimated_target_only_flops"] / stats["flops"]["total"])
+
+
+# --- non-finite values -----------------------------------------------------------------------------------------------
+
+def test_a_nan_conditioning_stops_the_node_with_an_error_naming_block_model_and_cause(pack, wan_models, wan21_vae):
+    positive = stand_in_conditioning(seed=0)
+    positive[0][0][0, 3, 7] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"SDVG: block 0: the target gave a non-finite block \(NaN or inf\)"
+                                                 r"\. Likely cause: NaN or inf in the CONDITIONING"):
+        run_node(pack, wan_models, wan21_vae, positive=positive, mode="target only", num_blocks=1,
+                 frames_per_block=1, force_target_first_block=False)
+
+
+# --- published files: Krea's .safetensors layout, Self-Forcing's .pt through Load Causal Wan Checkpoint -----------
+
+def saved_tensors(directory, name):
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / f"sdvg_test_{name}.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def published_files(wan_model_dir, comfy_nodes, tmp_path_factory):
+    """A diffusion_models folder holding the publishers' layouts with the tiny weights: Krea's file name with keys
+    "model." + Wan names (the target's weights), and Self-Forcing's self_forcing_dmd.pt (generator_ema = the
+    drafter's weights, generator and critic different)."""
+    from safetensors.torch import save_file
+
+    directory = tmp_path_factory.mktemp("published_diffusion_models")
+    target, drafter = saved_tensors(wan_model_dir, "target"), saved_tensors(wan_model_dir, "drafter")
+    save_file({f"model.{name}": value for name, value in target.items()},
+              str(directory / "krea-realtime-video-14b.safetensors"))
+    generator = {f"model.{name}": value for name, value in drafter.items()}
+    torch.save({"generator": {name: value + 0.01 for name, value in generator.items()},
+                "critic": {name: value.clone() for name, value in generator.items()},
+                "generator_ema": generator}, str(directory / "self_forcing_dmd.pt"))
+    torch.save({"critic": generator}, str(directory / "sdvg_test_no_generator.pt"))
+    add_model_folder("diffusion_models", directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def causal_loader(comfy_pack, published_files):
+    return comfy_pack.NODE_CLASS_MAPPINGS["LoadCausalWanCheckpoint"]
+
+
+def same_model(model, reference):
+    """The MODEL UNETLoader would give: model class, config, dtypes, devices and every weight."""
+    assert type(model.model) is type(reference.model)
+    assert type(model.model.model_config) is type(reference.model.model_config)
+    assert (model.model.get_dtype(), model.model.manual_cast_dtype) == (reference.model.get_dtype(),
+                                                                        reference.model.manual_cast_dtype)
+    assert (model.load_device, model.offload_device) == (reference.load_device, reference.offload_device)
+    ours, theirs = model.model.diffusion_model.state_dict(), reference.model.diffusion_model.state_dict()
+    assert set(ours) == set(theirs)
+    assert all(ours[name].dtype == theirs[name].dtype and torch.equal(ours[name].float(), theirs[name].float())
+               for name in ours)
+
+
+def test_krea_published_layout_loads_in_core_unet_loader_as_wan21_t2v(published_files, wan_models, comfy_nodes):
+    model = comfy_nodes.UNETLoader().load_unet("krea-realtime-video-14b.safetensors", "default")[0]
+    assert type(model.model.model_config).__name__ == "WAN21_T2V"
+    same_model(model, wan_models["target"])
+
+
+@pytest.mark.slow
+def test_sdvg_runs_on_krea_published_layout_as_on_the_same_weights(pack, published_files, wan_models, wan21_vae,
+                                                                   comfy_nodes):
+    krea = comfy_nodes.UNETLoader().load_unet("krea-realtime-video-14b.safetensors", "default")[0]
+    runs = [run_node(pack, {**wan_models, "target": target}, wan21_vae, mode="target only", num_blocks=1,
+                     frames_per_block=1, router=None)[0]["samples"] for target in (krea, wan_models["target"])]
+    assert torch.isfinite(runs[0]).all() and torch.equal(runs[0], runs[1])
+
+
+def test_causal_loader_offers_the_pt_files_of_diffusion_models(causal_loader):
+    kind, *spec = causal_loader.GET_NODE_INFO_V1()["input"]["required"]["unet_name"]
+    options = spec[0]["options"] if kind == "COMBO" else kind  # V3 combos: ("COMBO", {"options": [...]}) or V1's list
+    assert {"self_forcing_dmd.pt", "krea-realtime-video-14b.safetensors"} <= set(options)
+    assert tuple(causal_loader.RETURN_TYPES) == ("MODEL",)
+
+
+@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn"])
+def test_causal_loader_gives_what_unet_loader_gives_for_the_same_weights(causal_loader, comfy_nodes, wan_model_dir,
+                                                                         weight_dtype):
+    reference = comfy_nodes.UNETLoader().load_unet("sdvg_test_drafter.safetensors", weight_dtype)[0]
+    same_model(causal_loader.execute("self_forcing_dmd.pt", weight_dtype)[0], reference)
+    # Safetensors pass straight through UNETLoader.
+    same_model(causal_loader.execute("sdvg_test_drafter.safetensors", weight_dtype)[0], reference)
+
+
+def test_causal_loader_loads_the_chosen_state_dict(causal_loader, wan_model_dir):
+    model = causal_loader.execute("self_forcing_dmd.pt", "default", "generator")[0]
+    drafter = saved_tensors(wan_model_dir, "drafter")
+    assert torch.equal(model.model.diffusion_model.state_dict()["head.head.weight"],
+                       drafter["head.head.weight"] + 0.01)
+
+
+def test_causal_loader_can_load_its_model_again_from_the_file(causal_loader):
+    # Newer ComfyUI reloads a model through `cached_patcher_init` to make independent copies.
+    model = causal_loader.execute("self_forcing_dmd.pt", "default")[0]
+    if not hasattr(model, "cached_patcher_init"):
+        pytest.skip("this ComfyUI does not reload models from their loader")
+    loader, arguments = model.cached_patcher_init[:2]
+    same_model(loader(*arguments, disable_dynamic=True), model)
+
+
+def test_causal_loader_names_the_file_and_the_entries_it_found(causal_loader):
+    with pytest.raises(ValueError, match=r"sdvg_test_no_generator\.pt.*\['critic'\].*generator_ema or generator"):
+        causal_loader.execute("sdvg_test_no_generator.pt", "default")
+
+
+@pytest.mark.slow
+def test_sdvg_with_the_pt_drafter_gives_the_latent_of_the_same_weights_as_safetensors(pack, causal_loader,
+                                                                                      wan_models, wan21_vae):
+    drafter = causal_loader.execute("self_forcing_dmd.pt", "default")[0]
+    runs = [run_node(pack, {**wan_models, "drafter": model}, wan21_vae, mode="draft only", num_blocks=2,
+                     frames_per_block=1, router=None)[0]["samples"] for model in (drafter, wan_models["drafter"])]
+    assert torch.isfinite(runs[0]).all() and torch.equal(runs[0], runs[1])

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -34,12 +35,14 @@ from support import reward as reward_support
 from support import sdvg as sdvg_support
 from support.e2e import drop_unreferenced, history_error, link_into, output_files, ui_to_api
 from support import REPO
+from support.workflows import DTS_SD15, DTS_WAN, SDVG
 
 
 PACK_FOLDER = "comfyui-speculative-video"
 TEST_NODES_FOLDER = "speculative_video_e2e_nodes"
-WORKFLOWS = ("dts_wan21_t2v", "dts_ksampler_sd15", "sdvg_selfforcing_krea")
-PACK_NODE_IDS = {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter", "ImageRewardScore"}
+WORKFLOWS = (DTS_WAN, DTS_SD15, SDVG)
+PACK_NODE_IDS = {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter", "ImageRewardScore",
+                 "LoadCausalWanCheckpoint"}
 OUTPUT_NODE_TYPES = {"SaveVideo", "SaveImage", "SaveAnimatedWEBP", "PreviewImage", "PreviewAny"}
 STATS_EVENT = "speculative_video.stats"
 
@@ -126,7 +129,7 @@ def tiny_dts_options():
 def api_prompt(name, object_info):
     """The example workflow `name` in API format, pointed at the tiny models (see the module docstring)."""
     workflow = load_example(name)
-    if name == "dts_wan21_t2v":
+    if name == DTS_WAN:
         prompt = ui_to_api(workflow, object_info, overrides={
             "UNETLoader": {"unet_name": DRAFTER_FILE, "weight_dtype": "default"},
             "VAELoader": {"vae_name": VAE_FILE},
@@ -135,7 +138,7 @@ def api_prompt(name, object_info):
             "DTSSampler": tiny_dts_options(),
             "SaveVideo": {"filename_prefix": "e2e/dts_wan21"},
         })
-    elif name == "dts_ksampler_sd15":
+    elif name == DTS_SD15:
         prompt = ui_to_api(workflow, object_info, overrides={
             "EmptyLatentImage": {"width": SIZE, "height": SIZE},
             "DTSKSampler": {"steps": FINE_STEPS, **tiny_dts_options()},
@@ -146,7 +149,7 @@ def api_prompt(name, object_info):
         prompt["901"] = {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}
         rewire(prompt, [checkpoint, 0], ["900", 0])
         rewire(prompt, [checkpoint, 2], ["901", 0])
-    elif name == "sdvg_selfforcing_krea":
+    elif name == SDVG:
         prompt = ui_to_api(workflow, object_info, overrides={
             "VAELoader": {"vae_name": VAE_FILE},
             "LoadImageRewardRouter": {"model_name": IMAGE_REWARD_FILE, "device": "cpu", "dtype": "fp32"},
@@ -154,8 +157,7 @@ def api_prompt(name, object_info):
                                      "tau": 0.0},
             "SaveVideo": {"filename_prefix": "e2e/sdvg"},
         })
-        drafter, target = sorted((node_id for node_id, entry in prompt.items()
-                                  if entry["class_type"] == "UNETLoader"), key=int)
+        drafter, target = first_of(prompt, "LoadCausalWanCheckpoint"), first_of(prompt, "UNETLoader")
         sdvg = prompt[first_of(prompt, "SDVGSpeculativeVideo")]
         assert sdvg["inputs"]["drafter"][0] == drafter and sdvg["inputs"]["target"][0] == target
         prompt[drafter]["inputs"]["unet_name"] = DRAFTER_FILE
@@ -230,14 +232,15 @@ def test_example_workflows_are_served_as_templates(server):
     templates = server.get_json("/api/workflow_templates")
     assert sorted(templates[PACK_FOLDER]) == sorted(WORKFLOWS)
     for name in WORKFLOWS:
-        status, _, body = server.get_bytes(f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+        # The names hold spaces and commas: percent-encoded as a browser's fetch does.
+        status, _, body = server.get_bytes(f"/api/workflow_templates/{PACK_FOLDER}/{quote(name, safe=',')}.json")
         assert status == 200 and json.loads(body) == load_example(name)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_example_workflow_runs_and_writes_its_output(name, server, object_info, capsys):
     prompt = api_prompt(name, object_info)
-    client_id = f"e2e-{name}"
+    client_id = f"e2e-{WORKFLOWS.index(name)}"
     prompt_id, messages, seconds = asyncio.run(run_with_events(server.url, prompt, client_id, timeout=900))
     WALL_TIMES[name] = seconds
     with capsys.disabled():
@@ -251,7 +254,7 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
         assert os.path.getsize(path) > 0, path
     stats_events = [data for kind, data in messages if kind == STATS_EVENT]
     assert stats_events, "no statistics event reached the client that queued the prompt"
-    expected_kind = "sdvg" if name.startswith("sdvg") else "dts"
+    expected_kind = "sdvg" if name == SDVG else "dts"
     event = stats_events[-1]
     assert event["kind"] == expected_kind
     assert event["prompt_id"] == prompt_id  # the page routes the statistics to this prompt's workflow
