@@ -220,7 +220,9 @@ try {
     await page.waitForTimeout(2000);
     const text = await page.evaluate(() => document.body.innerText);
     await shot(page, "sdvg-template");
-    const declared = (workflow.models ?? []).map((model) => model.name);
+    // Download entries: the workflow's `models` and each node's `properties.models`, as the frontend reads them.
+    const declared = [...(workflow.models ?? []), ...workflow.nodes.flatMap((node) => node.properties?.models ?? [])]
+      .map((model) => model.name);
     await closeDialogs(page);
     return { declared, shown: declared.filter((name) => text.includes(name)) };
   });
