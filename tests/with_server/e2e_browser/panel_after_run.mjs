@@ -218,6 +218,12 @@ try {
       await app.loadGraphData(workflow, true, true, "sdvg_template_check");
     }, workflow);
     await page.waitForTimeout(2000);
+    // Frontends from 1.49 on report missing models as errors of the workflow: their names are one click away.
+    const details = page.getByText("View details", { exact: true }).first();
+    if (await details.isVisible().catch(() => false)) {
+      await details.click();
+      await page.waitForTimeout(1500);
+    }
     const text = await page.evaluate(() => document.body.innerText);
     await shot(page, "sdvg-template");
     // Download entries: the workflow's `models` and each node's `properties.models`, as the frontend reads them.
