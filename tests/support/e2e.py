@@ -317,7 +317,9 @@ class ComfyUIServer:
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; log:\n{self.log()[-4000:]}")
             try:
                 self.get_json("/object_info/KSampler", timeout=5)
-                if self.process.poll() is None:
+                # Another server may have taken the port since the probe above: ours says it is listening only
+                # after its bind succeeded.
+                if self.process.poll() is None and f"127.0.0.1:{self.port}" in self.log():
                     return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(1)
