@@ -403,6 +403,27 @@ def auto_plan(planner, evaluate, x, sigmas, position, draft_stride, target_strid
     return None, x, end, denoised
 
 
+def dts_round(evaluate, x, sigmas, position, chunk, rounds, options, parallel_target):
+    """One round from the accepted state (position, x): draft up to `chunk` coarse steps, verify every segment in
+    batched target calls, accept up to the first rejection. Appends the round to `rounds` (accepted, drafted,
+    thresholds, positions, distances). Returns (x, position, the target's denoised estimate that led there,
+    accepted drafts, judged drafts)."""
+    num_steps = len(sigmas) - 1
+    grid = [position]
+    while len(grid) <= chunk and grid[-1] < num_steps:
+        grid.append(min(grid[-1] + options["draft_stride"], num_steps))
+    drafts = draft(evaluate, x, sigmas, grid)
+    targets, denoised = verify(evaluate, drafts[:-1], sigmas, grid, options["target_stride"],
+                               1 if not parallel_target else options["max_parallel"])
+    # Round 0 skips the increment so that an infinite increment does not give 0 * inf = nan.
+    round_index = len(rounds["positions"])
+    tau = float(options["threshold"]) + (round_index * float(options["increment"]) if round_index else 0.0)
+    advance, accepted, distances = accept(drafts, targets, tau, options["metric"])
+    for key, value in zip(rounds, (accepted, len(targets), tau, grid[advance], distances)):
+        rounds[key].append(value)
+    return targets[advance - 1], grid[advance], denoised[advance - 1], accepted, advance
+
+
 @torch.no_grad()
 def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *, draft_stride=10, target_stride=2,
                chunk=6, threshold=10.0, increment=1.5, metric="l2", max_parallel=None, parallel_target=True,
@@ -465,36 +486,20 @@ def sample_dts(model, x, sigmas, extra_args=None, callback=None, disable=None, *
     position = 0
     round_chunk = chunk
     while position < num_steps:
+        start = position
         if planner is not None:  # auto: measure, then DTS with the chosen chunk or plain Euler over one segment
-            start = position
-            round_chunk, x, position, estimate = auto_plan(planner, evaluate, x, sigmas, position, draft_stride,
+            round_chunk, x, position, denoised = auto_plan(planner, evaluate, x, sigmas, position, draft_stride,
                                                            target_stride, clock)
-            if round_chunk is None:
-                progress.update(position - start)
-                if callback is not None:
-                    callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
-                              'denoised': estimate, 'position': position})
-                continue
-        grid = [position]
-        while len(grid) <= round_chunk and grid[-1] < num_steps:
-            grid.append(min(grid[-1] + draft_stride, num_steps))
-        drafts = draft(evaluate, x, sigmas, grid)
-        targets, denoised = verify(evaluate, drafts[:-1], sigmas, grid, target_stride,
-                                   1 if not parallel_target else max_parallel)
-        # Round 0 skips the increment so that an infinite increment does not give 0 * inf = nan.
-        round_index = len(rounds["positions"])
-        tau = float(threshold) + (round_index * float(increment) if round_index else 0.0)
-        advance, accepted, distances = accept(drafts, targets, tau, metric)
-        x, position = targets[advance - 1], grid[advance]
-        if planner is not None:
-            planner.accepted += accepted
-            planner.judged += advance
-        for key, value in zip(rounds, (accepted, len(targets), tau, position, distances)):
-            rounds[key].append(value)
-        progress.update(position - grid[0])
+        if round_chunk is not None:
+            x, position, denoised, accepted, judged = dts_round(evaluate, x, sigmas, position, round_chunk, rounds,
+                                                                options, parallel_target)
+            if planner is not None:
+                planner.accepted += accepted
+                planner.judged += judged
+        progress.update(position - start)
         if callback is not None:
             callback({'x': x, 'i': position - 1, 'sigma': sigmas[position], 'sigma_hat': sigmas[position],
-                      'denoised': denoised[advance - 1], 'position': position})
+                      'denoised': denoised, 'position': position})
     progress.close()
     if stats is not None:
         stats.update(counts, **rounds, rounds=len(rounds["positions"]), fine_steps=num_steps,
