@@ -177,6 +177,20 @@ def training_step(model, clips, context, generator, frames_per_block, shift=1.0,
     return error.sum() / (weight.sum() * clips.shape[1] * clips.shape[3] * clips.shape[4]).clamp(min=1.0)
 
 
+def optimizer_step(model, ema, optimizer, scheduler, loss, step):
+    """One optimisation step on `loss` (gradients clipped to norm 1), then the EMA weights follow (decay warming up
+    to 0.995): both training loops, from scratch and distilled, step this way."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    decay = min(0.995, (1.0 + step) / (10.0 + step))
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1.0 - decay)
+
+
 def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log_every=50, probe_every=0,
           init=None, shift=1.0, patterns=(0.25, 0.55), sigma_set=None, world=DEFAULT_WORLD):
     """Train model `name` and save `<out_dir>/<name>.safetensors` and `<name>.json`; returns the log dict."""
@@ -208,15 +222,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     for step in range(steps):
         clips, context = sample_batch(rng, batch, world)
         loss = training_step(model, clips, context, generator, world.frames_per_block, shift, patterns, sigma_set)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        decay = min(0.995, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1.0 - decay)
+        optimizer_step(model, ema, optimizer, scheduler, loss, step)
         recent.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             mean = sum(recent) / len(recent)
@@ -432,15 +438,7 @@ def distil(name, *, steps, batch, lr, rollouts, seed=0, threads=1, out_dir=WEIGH
     for step in range(steps):
         index = torch.randint(0, clips.shape[0], (batch,), generator=generator)
         loss = distil_step(model, clips[index], contexts[index], generator, world.frames_per_block, sigma_set)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        decay = min(0.995, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1.0 - decay)
+        optimizer_step(model, ema, optimizer, scheduler, loss, step)
         recent.append(loss.item())
         if (step + 1) % 50 == 0:
             history.append((step + 1, round(sum(recent) / len(recent), 5)))
