@@ -13,9 +13,10 @@ noise must know where it is to draw an object at its conditioned position. The w
 loaded without it (plain `load_wan`), the models are NOT the trained ones.
 
 - target: dim 128 (4 heads), 3 layers, FFN 512;
-- drafter: dim 64 (2 heads), 2 layers, FFN 192: 5.5x fewer FLOPs per call (`python -m bench.train --measure`
-  prints the counted FLOPs and the measured CPU wall per call of both), trained in two stages (drafter_stage1:
-  1 layer, FFN 256, the whole noise range; then grown and trained at its own four sampling sigmas only);
+- drafter: dim 96 (3 heads), 1 layer, FFN 256: 5.5x fewer FLOPs per call (`python -m bench.train --measure`
+  prints the counted FLOPs and the measured CPU wall per call of both), distilled from the target: trained on the
+  target's own block-by-block rollouts, only at its four sampling sigmas after clean committed blocks
+  (`bench.train.distil`);
 - target_stars: the target's architecture, fine-tuned from it in the star world (bench/world.py), for DTS.
 
 What did not train within the CPU budget (about 10 minutes of one core each, judged by clips generated from
@@ -45,12 +46,14 @@ PATCH_SIZE = (1, 4, 4)  # 16 tokens per 16x16 frame, 192 per 12-frame clip
 TARGET_SHAPE = dict(dim=128, ffn_dim=512, num_heads=4, num_layers=3)
 MODEL_CONFIGS = {
     "target": TARGET_SHAPE,
-    "drafter": dict(dim=64, ffn_dim=192, num_heads=2, num_layers=2),
-    "drafter_stage1": dict(dim=64, ffn_dim=256, num_heads=2, num_layers=1),  # the drafter's first training stage
+    "drafter": dict(dim=96, ffn_dim=256, num_heads=3, num_layers=1),
     # the star world's model (DTS only): the target's architecture, fine-tuned from it, and its training stages
     **{name: TARGET_SHAPE for name in ("target_stars", "target_stars_stage1", "target_stars_stage2")},
 }
 SHIPPED = ("target", "drafter")
+# The drafter is initialised from the target's weights on 3 of every 4 residual channels (bench.train.slice_target),
+# so its fixed position embedding is the target's on those channels (`model_position_embedding`).
+DRAFTER_CHANNELS = tuple(c for c in range(TARGET_SHAPE["dim"]) if c % 4 != 3)
 WORLD_OF = {name: "stars" for name in MODEL_CONFIGS if name.startswith("target_stars")}  # not the default world
 # SDVG's drafter schedule (Self-Forcing style: x0, then fresh noise at the next sigma). Neither model uses the
 # Self-Forcing sigmas (they stop at 0.625, where these models' x0 estimate is still a blur).
@@ -88,6 +91,16 @@ def position_embedding(dim, frames, height, width, frame_offset=0):
                       w.permute(1, 2, 0)[:, None].expand(-1, frames, height, width)], dim=0)
 
 
+@functools.lru_cache(maxsize=64)
+def model_position_embedding(dim, frames, height, width, frame_offset=0):
+    """The position embedding a model of width `dim` adds: `position_embedding`, except that the drafter's width
+    (len(DRAFTER_CHANNELS)) takes the target's on DRAFTER_CHANNELS, the channels it inherited from the target."""
+    if dim == len(DRAFTER_CHANNELS):
+        full = position_embedding(TARGET_SHAPE["dim"], frames, height, width, frame_offset)
+        return full[list(DRAFTER_CHANNELS)].contiguous()
+    return position_embedding(dim, frames, height, width, frame_offset)
+
+
 class PositionalPatchEmbedding(torch.nn.Conv3d):
     """Wan's patch embedding (same parameters and names) plus a fixed absolute position embedding of the tokens.
 
@@ -101,7 +114,7 @@ class PositionalPatchEmbedding(torch.nn.Conv3d):
     def forward(self, x):
         tokens = super().forward(x)
         _, dim, frames, height, width = tokens.shape
-        position = position_embedding(dim, frames, height, width, self.frame_offset)
+        position = model_position_embedding(dim, frames, height, width, self.frame_offset)
         return tokens + position.to(device=tokens.device, dtype=tokens.dtype)[None]
 
 

@@ -10,8 +10,13 @@ Every figure is measured in this run and also given as a ratio to its baseline f
   for the whole run, as a ComfyUI server keeps one per loaded model). All DTS runs use the same 100-step fine
   schedule as Euler-100.
 - SDVG (block-autoregressive with KV caches, default world): target-only (tau = +inf, baseline), draft-only
-  (tau = -inf) and SDVG at several tau, with the world's analytic quality score as the router, and the router's
-  rank correlation with success.
+  (tau = -inf), SDVG at several tau (chosen on CHOICE_SEEDS) with the world's analytic quality score as the
+  router, and the success check itself as the router (the bound); costs in DiT FLOPs and target forwards from
+  speculative_generate's stats next to CPU wall; the router's rank correlation with success.
+
+Seeds: the tables use REPORT_SEEDS (bench/world.py), on which nothing was chosen; `--seeds choice` runs the same
+on CHOICE_SEEDS. Every success rate carries its 95 % Wilson interval and seed count, and its paired (same seeds)
+exact McNemar test against the baseline (bench/stats.py).
 
 Columns say what transfers to other hardware: `calls` are sequential model invocations (the latency on hardware
 that runs a batch in the time of one sample), `evals` are per-sample evaluations (the compute); `wall` is CPU wall
@@ -20,6 +25,7 @@ latency it saves on a GPU.
 """
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -34,9 +40,12 @@ from samplers.methods.sdvg import speculative_generate
 from .check import IdentityDecoder, WorldRouter, analyse, frame_passes
 from .models import (DRAFTER_SIGMAS, FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas,
                      load_model)
-from .world import DEFAULT_WORLD, STAR_WORLD, latent_to_frames, sample_clip
+from .stats import mcnemar, rate, wilson
+from .world import CHOICE_SEEDS, DEFAULT_WORLD, REPORT_SEEDS, STAR_WORLD, latent_to_frames, sample_clip
 
+# The main job's output: git-ignored (a run never dirties the checkout). The committed reference run is docs/bench-run/.
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+SEED_RANGES = {"report": REPORT_SEEDS, "choice": CHOICE_SEEDS}
 
 # DTS: the paper's strides and chunk; its L2 threshold 11 and increment 1.5 (7 RGB frames of 64x64) as per-value
 # RMS, which means the same on this 3x12x16x16 latent (docs/dts.md, "Tuning the threshold").
@@ -53,31 +62,84 @@ class Settings:
 
     DTS runs in two worlds: the star world (`STAR_WORLD`, model target_stars: few-step sampling fails there) with
     the chunk / threshold / target-stride sweeps and an auto row per DTS setting, and the default one (model
-    target) with `default_world_sweeps` or only Euler, the paper's setting and its auto row."""
+    target) with `default_world_sweeps` or only Euler, the paper's setting and its auto row. `seeds` names the seed
+    range (bench/world.py): "report" (the tables) or "choice" (where checkpoints, taus and thresholds are chosen).
+    `workers` processes share the seeds (each with `threads` torch threads)."""
     dts_seeds: int = 32
-    default_dts_seeds: int = 16
+    default_dts_seeds: int = 32
     sdvg_seeds: int = 48
     euler_steps: tuple = (100, 50, 10)
+    convergence_steps: int = 200  # Euler-200: is Euler-100 converged? (success only, batched over seeds, untimed)
     chunks: tuple = (2, 4, 6, 8, 10)
     thresholds: tuple = (0.0002, 0.0005, 0.002, 0.01, 0.1)  # rms; the first round's drafts lie 1e-4 to 1e-3 away
     # (target_stride, threshold) rows; stride 1: the target solves Euler-100's own grid
     target_strides: tuple = ((1, 0.0375), (1, 0.001), (1, 0.0005))
     default_world_sweeps: bool = True
-    taus: tuple = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
-    seed_offset: int = 1000  # benchmark seeds are disjoint from the training stream and the tests' fixed seed
+    auto_rows: bool = True  # every DTS setting again in auto mode (quick: the paper's and target stride 1 only)
+    taus: tuple = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # chosen on CHOICE_SEEDS (docs/bench.md)
+    seeds: str = "report"
     threads: int = 1
+    workers: int = 2
+    sdvg: bool = True
+    dts: bool = True
     label: str = "full"
+
+    @property
+    def seed_range(self):
+        if self.seeds not in SEED_RANGES:
+            raise ValueError(f"Settings.seeds must be one of {sorted(SEED_RANGES)} (got {self.seeds!r})")
+        return SEED_RANGES[self.seeds]
+
+    @property
+    def seed_offset(self):
+        return self.seed_range.start
+
+    def seed(self, index):
+        return self.seed_range[index]
 
     @classmethod
     def quick(cls):
-        return cls(dts_seeds=8, default_dts_seeds=4, sdvg_seeds=16, chunks=(2, 6, 10), thresholds=(0.0005,),
-                   target_strides=((1, 0.001),), default_world_sweeps=False, taus=(0.3, 0.5, 0.7, 0.8, 0.9),
-                   label="quick")
+        return cls(dts_seeds=32, default_dts_seeds=32, sdvg_seeds=32, chunks=(6,), thresholds=(0.0005,),
+                   target_strides=((1, 0.001),), default_world_sweeps=False, auto_rows=False,
+                   taus=(0.7, 0.85, 0.95), label="quick")
 
     @classmethod
     def tiny(cls):
         return cls(dts_seeds=1, default_dts_seeds=1, sdvg_seeds=1, chunks=(6,), thresholds=(0.0375,),
-                   target_strides=(), default_world_sweeps=False, taus=(0.7,), label="tiny")
+                   target_strides=(), default_world_sweeps=False, taus=(0.7,), convergence_steps=0, workers=1,
+                   label="tiny")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Worker processes: the seeds of a table are shared by `Settings.workers` processes (spawned, each loads the
+# models once by name); with one worker everything runs in this process.
+
+_MODELS = {}  # per process: the benchmark's models by name
+_AUTO_MEMORY = {}  # per process and model: DTS auto's memory (a ComfyUI server keeps one per loaded model)
+
+
+def _model(name):
+    if name not in _MODELS:
+        _MODELS[name] = load_model(name)
+    return _MODELS[name]
+
+
+def _init_worker(threads):
+    torch.set_num_threads(threads)
+
+
+def _call(job):
+    function, kwargs = job
+    return function(**kwargs)
+
+
+def map_jobs(jobs, workers, threads):
+    """[function(**kwargs) for function, kwargs in jobs], in `workers` spawned processes when > 1 (in order)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_call(job) for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(threads,)) as pool:
+        return pool.map(_call, jobs, chunksize=1)
 
 
 def _clock():
@@ -90,23 +152,27 @@ def _clock():
 def dts_methods(settings, sweeps=True):
     """[(name, kind, options)] in table order; kind "euler" (options: steps) or "dts" (sample_dts options).
 
-    Every DTS setting is followed by the same setting in auto mode (sample_dts(auto=True)), whose wall time is
-    compared with plain Euler on the same target grid (stride 2 of the 100-step schedule: Euler-50)."""
+    Row names give every option that differs from the paper's setting (DTS_PAPER) and always the increment. With
+    `settings.auto_rows` every DTS setting is followed by the same setting in auto mode (sample_dts(auto=True)),
+    otherwise only the paper's and the target-stride ones; an auto row's wall time is compared with plain Euler
+    on the same target grid (stride 2 of the 100-step schedule: Euler-50)."""
     methods = [(f"Euler-{n}", "euler", dict(steps=n)) for n in settings.euler_steps]
     paper = dict(DTS_PAPER)
-    settings_list = [(f"DTS paper (chunk {paper['chunk']}, thr {paper['threshold']:g})", paper)]
+    increment = f"inc {paper['increment']:g}"
+    settings_list = [(f"DTS paper (chunk {paper['chunk']}, thr {paper['threshold']:g}, {increment})", paper)]
     if sweeps:
-        settings_list += [(f"DTS chunk {chunk}", dict(paper, chunk=chunk)) for chunk in settings.chunks
+        settings_list += [(f"DTS chunk {chunk} ({increment})", dict(paper, chunk=chunk)) for chunk in settings.chunks
                           if chunk != paper["chunk"]]
-        settings_list += [(f"DTS thr {threshold:g}", dict(paper, threshold=threshold))
+        settings_list += [(f"DTS thr {threshold:g} ({increment})", dict(paper, threshold=threshold))
                           for threshold in settings.thresholds if threshold != paper["threshold"]]
-        settings_list += [(f"DTS target stride {stride}, thr {threshold:g}",
+        settings_list += [(f"DTS target stride {stride}, thr {threshold:g} ({increment})",
                            dict(paper, target_stride=stride, threshold=threshold))
                           for stride, threshold in settings.target_strides]
     for name, options in settings_list:
         methods.append((name, "dts", options))
     for name, options in settings_list:
-        methods.append((name.split(" (")[0] + " auto", "dts", dict(options, auto=True)))
+        if settings.auto_rows or options is paper or options["target_stride"] != paper["target_stride"]:
+            methods.append((name.split(" (")[0] + " auto", "dts", dict(options, auto=True)))
     return methods
 
 
@@ -141,76 +207,116 @@ def target_grid(num_steps, options):
     return positions
 
 
-def run_dts(model, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=True):
-    """Per method: mean calls, evals, seconds, distance to Euler-100 (RMS per value and L2), success rate; for
-    auto rows also what auto chose (share of seeds that ran DTS, the chunks) and the wall-time ratio to Euler on
-    the target grid (Euler-50) summed over the same seeds."""
+def dts_seed(model_name, settings, world, index, sweeps):
+    """Every DTS method on one seed: {name: measurements}, and the clips when index == 0 (for the pictures)."""
+    model = _model(model_name)
+    auto_memory = _AUTO_MEMORY.setdefault(model_name, {})
     fine_sigmas = flow_sigmas(FINE_STEPS, shift=SHIFT)
+    seed = settings.seed(index)
+    condition, _ = sample_clip(seed, world)
+    reference, out, clips = None, {}, {}
+    for name, kind, options in dts_methods(settings, sweeps):
+        paired_euler = None
+        if options.get("auto"):
+            # auto's reference: plain Euler on the same target grid, timed next to it (alternating which runs
+            # first), so that the machine's load drifts equally over both
+            grid_options = dict(steps=None, sigmas=fine_sigmas[target_grid(FINE_STEPS, options)])
+            if index % 2 == 0:
+                paired_euler = run_dts_method(model, "euler", grid_options, condition, seed, fine_sigmas, world)[3]
+            clip, calls, evals, seconds, stats = run_dts_method(model, kind, options, condition, seed, fine_sigmas,
+                                                                world, auto_memory)
+            if index % 2 == 1:
+                paired_euler = run_dts_method(model, "euler", grid_options, condition, seed, fine_sigmas, world)[3]
+        else:
+            clip, calls, evals, seconds, stats = run_dts_method(model, kind, options, condition, seed, fine_sigmas,
+                                                                world)
+        if reference is None:
+            reference = clip
+        difference = (clip - reference).flatten()
+        entry = dict(calls=calls, evals=evals, seconds=seconds, l2=float(difference.norm()),
+                     rms=float(difference.norm() / math.sqrt(difference.numel())),
+                     success=bool(analyse(clip, condition, world).success), paired_euler=paired_euler, auto=None)
+        if stats is not None and "auto" in stats:
+            entry["auto"] = dict(choice=stats["auto"]["choice"], chunks=stats["auto"]["chunks"],
+                                 reason=stats["auto"]["reason"], probes=stats["auto"]["probe_calls"],
+                                 cost_ratios=stats["auto"]["cost_ratios"])
+        out[name] = entry
+        if index == 0:
+            clips[name] = clip
+    return dict(seed=seed, results=out, clips=clips)
+
+
+def euler_batch_success(model_name, settings, world, indices, steps):
+    """Success of plain Euler-`steps` on the seeds `indices`, batched (one call per step for all of them): the
+    convergence check needs only the success, not the wall time, and batching makes it cheap on a CPU. Batched
+    matrix products may round differently from one-seed calls, far below what the success check resolves."""
+    model = _model(model_name)
+    seeds = [settings.seed(i) for i in indices]
+    conditions = [sample_clip(seed, world)[0] for seed in seeds]
+    context = torch.stack([c.tokens(world) for c in conditions])
+    x = torch.cat([initial_noise(seed, world) for seed in seeds])
+    clips = euler_sample(FlowDenoiser(model, context, world.frames_per_block), x, flow_sigmas(steps, shift=SHIFT))
+    return [bool(analyse(clip, condition, world).success) for clip, condition in zip(clips, conditions)]
+
+
+def run_dts(model_name, settings, world=DEFAULT_WORLD, log=print, seeds=None, sweeps=True):
+    """Per method: mean calls, evals, seconds, distance to Euler-100 (RMS per value and L2), success rate with its
+    Wilson interval and the paired McNemar test against Euler-100; for auto rows also what auto chose (share of
+    seeds that ran DTS, the chunks) and the wall-time ratio to Euler on the target grid summed over the same seeds.
+    Also Euler-`settings.convergence_steps` (success only): is the baseline converged?"""
     methods = dts_methods(settings, sweeps)
     seeds = settings.dts_seeds if seeds is None else seeds
-    rows = {name: dict(name=name, kind=kind, options=options, calls=[], evals=[], seconds=[], rms=[], l2=[],
-                       success=[], auto=[], paired_euler=[]) for name, kind, options in methods}
-    clips = {}
+    jobs = [(dts_seed, dict(model_name=model_name, settings=settings, world=world, index=i, sweeps=sweeps))
+            for i in range(seeds)]
+    batch = 16
+    if settings.convergence_steps:
+        jobs += [(euler_batch_success, dict(model_name=model_name, settings=settings, world=world,
+                                            indices=list(range(i, min(i + batch, seeds))),
+                                            steps=settings.convergence_steps)) for i in range(0, seeds, batch)]
+    results = map_jobs(jobs, settings.workers, settings.threads)
+    per_seed, convergence = results[:seeds], [ok for part in results[seeds:] for ok in part]
     baseline = methods[0][0]
-    auto_memory = {}  # auto mode's measurements, kept for the whole run (as the ComfyUI node keeps them per model)
-    for index in range(seeds):
-        seed = settings.seed_offset + index
-        condition, _ = sample_clip(seed, world)
-        reference = None
-        for name, kind, options in methods:
-            if options.get("auto"):
-                # auto's reference: plain Euler on the same target grid, timed next to it (alternating which
-                # runs first), so that the machine's load drifts equally over both
-                grid_options = dict(steps=None, sigmas=fine_sigmas[target_grid(FINE_STEPS, options)])
-                if index % 2 == 0:
-                    row_euler = run_dts_method(model, "euler", grid_options, condition, seed, fine_sigmas, world)[3]
-                clip, calls, evals, seconds, stats = run_dts_method(model, kind, options, condition, seed,
-                                                                    fine_sigmas, world, auto_memory)
-                if index % 2 == 1:
-                    row_euler = run_dts_method(model, "euler", grid_options, condition, seed, fine_sigmas, world)[3]
-                rows[name]["paired_euler"].append(row_euler)
-            else:
-                clip, calls, evals, seconds, stats = run_dts_method(model, kind, options, condition, seed,
-                                                                    fine_sigmas, world)
-            if reference is None:
-                reference = clip
-            row = rows[name]
-            row["calls"].append(calls)
-            row["evals"].append(evals)
-            row["seconds"].append(seconds)
-            if stats is not None and "auto" in stats:
-                row["auto"].append(dict(choice=stats["auto"]["choice"], chunks=stats["auto"]["chunks"],
-                                        reason=stats["auto"]["reason"], probes=stats["auto"]["probe_calls"],
-                                        cost_ratios=stats["auto"]["cost_ratios"]))
-            difference = (clip - reference).flatten()
-            row["l2"].append(float(difference.norm()))
-            row["rms"].append(float(difference.norm() / math.sqrt(difference.numel())))
-            row["success"].append(bool(analyse(clip, condition, world).success))
-            if index == 0:
-                clips[name] = clip
-        log(f"  DTS seed {index + 1}/{seeds}: " + ", ".join(
-            f"{name.split(' (')[0]} {'ok' if rows[name]['success'][-1] else '--'}" for name, _, _ in methods[:4]))
     summary = []
-    for name, _, _ in methods:
-        row = rows[name]
-        entry = dict(name=name, options=row["options"], calls=_mean(row["calls"]), evals=_mean(row["evals"]),
-                     seconds=_mean(row["seconds"]), rms=_mean(row["rms"]), l2=_mean(row["l2"]),
-                     success=_mean(row["success"]), seeds=len(row["success"]))
-        if row["auto"]:
-            entry["auto_dts_share"] = _mean(bool(a["chunks"]) for a in row["auto"])  # ran at least one DTS round
-            entry["auto_kept_dts_share"] = _mean(a["choice"] == "dts" for a in row["auto"])  # and did not fall back
-            entry["auto_chunks"] = sorted({c for a in row["auto"] for c in a["chunks"]})
-            entry["auto_reasons"] = [a["reason"] for a in row["auto"]]
-            entry["auto_probes"] = sum(a["probes"] for a in row["auto"])
-            ratios = [a["cost_ratios"].get("2") for a in row["auto"] if a["cost_ratios"].get("2") is not None]
+    for name, _, options in methods:
+        row = [seed_result["results"][name] for seed_result in per_seed]
+        successes = [r["success"] for r in row]
+        entry = dict(name=name, options=options, calls=_mean(r["calls"] for r in row),
+                     evals=_mean(r["evals"] for r in row), seconds=_mean(r["seconds"] for r in row),
+                     rms=_mean(r["rms"] for r in row), l2=_mean(r["l2"] for r in row), success=_mean(successes),
+                     successes=sum(successes), seeds=len(successes), interval=wilson(sum(successes), len(successes)),
+                     per_seed_success=successes)
+        p, only, base_only = mcnemar(successes, [r["success"] for r in
+                                                 (s["results"][baseline] for s in per_seed)])
+        entry["vs_baseline"] = dict(p=p, only_this=only, only_baseline=base_only)
+        autos = [r["auto"] for r in row if r["auto"] is not None]
+        if autos:
+            euler = [r["paired_euler"] for r in row]
+            entry["auto_dts_share"] = _mean(bool(a["chunks"]) for a in autos)  # ran at least one DTS round
+            entry["auto_kept_dts_share"] = _mean(a["choice"] == "dts" for a in autos)  # and did not fall back
+            entry["auto_chunks"] = sorted({c for a in autos for c in a["chunks"]})
+            entry["auto_reasons"] = [a["reason"] for a in autos]
+            entry["auto_probes"] = sum(a["probes"] for a in autos)
+            ratios = [a["cost_ratios"].get("2") for a in autos if a["cost_ratios"].get("2") is not None]
             entry["auto_cost_ratio_2"] = _mean(ratios) if ratios else None
-            entry["paired_euler_seconds"] = _mean(row["paired_euler"])
-            entry["vs_target_grid_euler"] = sum(row["seconds"]) / sum(row["paired_euler"])
+            entry["paired_euler_seconds"] = _mean(euler)
+            entry["vs_target_grid_euler"] = sum(r["seconds"] for r in row) / sum(euler)
             # the median of the per-seed ratios: robust to one seed's timing hiccup
-            entry["vs_target_grid_euler_median"] = statistics.median(
-                a / b for a, b in zip(row["seconds"], row["paired_euler"]))
+            entry["vs_target_grid_euler_median"] = statistics.median(r["seconds"] / r["paired_euler"] for r in row)
         summary.append(entry)
-    return dict(baseline=baseline, rows=summary, clips=clips, seed=settings.seed_offset)
+    base = summary[0]
+    converged = None
+    if convergence:
+        low, high = base["interval"]
+        fine = _mean(convergence)
+        p, only_fine, only_base = mcnemar(convergence, base["per_seed_success"])
+        converged = dict(steps=settings.convergence_steps, successes=sum(convergence), seeds=len(convergence),
+                         success=fine, interval=wilson(sum(convergence), len(convergence)),
+                         within_baseline_interval=bool(low <= fine <= high), p=p, only_fine=only_fine,
+                         only_baseline=only_base)
+    seed_range = [settings.seed(0), settings.seed(seeds - 1)]
+    log(f"  DTS ({model_name}): {seeds} seeds {seed_range[0]}-{seed_range[1]} done")
+    return dict(baseline=baseline, rows=summary, clips=per_seed[0]["clips"], seed=settings.seed_offset,
+                seeds=seed_range, convergence=converged)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -300,49 +406,73 @@ def run_sdvg_once(drafter_model, target_model, condition, seed, tau, world=DEFAU
     return latent[0], stats, seconds
 
 
-def run_sdvg(drafter_model, target_model, settings, world=DEFAULT_WORLD, log=print):
+def sdvg_seed(settings, world, index, correlation_tau):
+    """Every SDVG method on one seed: {name: measurements} (wall, acceptance, target forwards, DiT FLOPs from
+    speculative_generate's stats, quality, success), the router's records and the clips when index == 0."""
+    drafter_model, target_model = _model("drafter"), _model("target")
+    seed = settings.seed(index)
+    condition, _ = sample_clip(seed, world)
+    out, clips, records, clip_score = {}, {}, [], None
+    for name, tau in sdvg_methods(settings):
+        clip, stats, seconds = run_sdvg_once(
+            drafter_model, target_model, condition, seed, tau, world,
+            records if tau == correlation_tau and name != ORACLE else None, oracle=name == ORACLE)
+        analysis = analyse(clip, condition, world)
+        flops = stats.get("flops") or {}
+        out[name] = dict(seconds=seconds, drafted=stats["drafted_blocks"], accepted=stats["accepted_blocks"],
+                         target_blocks=sum(1 for b in stats["blocks"] if b["source"] == "target"),
+                         target_forwards=stats.get("target_forwards"), flops=flops.get("total"),
+                         drafter_flops=flops.get("drafter"), target_flops=flops.get("target"),
+                         quality=float(analysis.quality.mean()), success=bool(analysis.success))
+        if name == "draft-only":  # clip level: the draft-only clip's router score against its success
+            clip_score = (float(analysis.quality.min()), bool(analysis.success))
+        if index == 0:
+            clips[name] = clip
+    return dict(seed=seed, results=out, clips=clips, records=records, clip_score=clip_score)
+
+
+def _mean_or_none(values):
+    values = list(values)
+    return None if not values or any(v is None for v in values) else _mean(values)
+
+
+def run_sdvg(settings, world=DEFAULT_WORLD, log=print):
+    """Per method: mean wall, acceptance, target blocks and forwards, DiT FLOPs per clip, router score, success
+    with its Wilson interval and the paired McNemar test against target-only; the router's rank correlation."""
     methods = sdvg_methods(settings)
-    rows = {name: dict(name=name, tau=tau, seconds=[], accept=[], quality=[], success=[], target_blocks=[],
-                       drafted=[]) for name, tau in methods}
-    clips = {}
     # The router's correlation with success is measured on the drafts of the lowest finite tau (the run that
     # commits the most drafts, so later drafts follow committed drafts as in use).
     correlation_tau = min((tau for name, tau in methods if math.isfinite(tau) and name != ORACLE), default=None)
-    records, clip_scores, clip_success = [], [], []
-    for index in range(settings.sdvg_seeds):
-        seed = settings.seed_offset + index
-        condition, _ = sample_clip(seed, world)
-        for name, tau in methods:
-            clip, stats, seconds = run_sdvg_once(
-                drafter_model, target_model, condition, seed, tau, world,
-                records if tau == correlation_tau and name != ORACLE else None, oracle=name == ORACLE)
-            analysis = analyse(clip, condition, world)
-            row = rows[name]
-            row["seconds"].append(seconds)
-            row["drafted"].append(stats["drafted_blocks"])
-            row["accept"].append(stats["accepted_blocks"])
-            row["target_blocks"].append(sum(1 for b in stats["blocks"] if b["source"] == "target"))
-            row["quality"].append(float(analysis.quality.mean()))
-            row["success"].append(bool(analysis.success))
-            if name == "draft-only":  # clip level: the draft-only clip's router score against its success
-                clip_scores.append(float(analysis.quality.min()))
-                clip_success.append(bool(analysis.success))
-            if index == 0:
-                clips[name] = clip
-        log(f"  SDVG seed {index + 1}/{settings.sdvg_seeds}: " + ", ".join(
-            f"{name} {'ok' if rows[name]['success'][-1] else '--'}" for name, _ in methods[:3]))
+    jobs = [(sdvg_seed, dict(settings=settings, world=world, index=i, correlation_tau=correlation_tau))
+            for i in range(settings.sdvg_seeds)]
+    per_seed = map_jobs(jobs, settings.workers, settings.threads)
+    base_success = [s["results"]["target-only"]["success"] for s in per_seed]
     summary = []
     for name, tau in methods:
-        row = rows[name]
-        drafted = sum(row["drafted"])
-        summary.append(dict(name=name, tau=tau, seconds=_mean(row["seconds"]),
-                            accept=(sum(row["accept"]) / drafted) if drafted else None,
-                            target_blocks=_mean(row["target_blocks"]), quality=_mean(row["quality"]),
-                            success=_mean(row["success"]), seeds=len(row["success"])))
+        row = [s["results"][name] for s in per_seed]
+        drafted = sum(r["drafted"] for r in row)
+        successes = [r["success"] for r in row]
+        p, only, base_only = mcnemar(successes, base_success)
+        summary.append(dict(
+            name=name, tau=tau, seconds=_mean(r["seconds"] for r in row),
+            accept=(sum(r["accepted"] for r in row) / drafted) if drafted else None,
+            target_blocks=_mean(r["target_blocks"] for r in row),
+            target_forwards=_mean_or_none(r["target_forwards"] for r in row),
+            flops=_mean_or_none(r["flops"] for r in row), drafter_flops=_mean_or_none(r["drafter_flops"] for r in row),
+            target_flops=_mean_or_none(r["target_flops"] for r in row), quality=_mean(r["quality"] for r in row),
+            success=_mean(successes), successes=sum(successes), seeds=len(successes),
+            interval=wilson(sum(successes), len(successes)), per_seed_success=successes,
+            vs_baseline=dict(p=p, only_this=only, only_baseline=base_only)))
+    records = [record for s in per_seed for record in s["records"]]
+    clip_scores = [s["clip_score"] for s in per_seed if s["clip_score"] is not None]
     router = dict(tau=correlation_tau, drafts=len(records), drafts_passing=sum(ok for _, ok in records),
                   block_spearman=spearman([score for score, _ in records], [ok for _, ok in records]),
-                  clips=len(clip_scores), clip_spearman=spearman(clip_scores, clip_success))
-    return dict(baseline="target-only", rows=summary, clips=clips, seed=settings.seed_offset, router=router)
+                  clips=len(clip_scores), clip_spearman=spearman([c for c, _ in clip_scores],
+                                                                 [ok for _, ok in clip_scores]))
+    seed_range = [settings.seed(0), settings.seed(settings.sdvg_seeds - 1)]
+    log(f"  SDVG: {settings.sdvg_seeds} seeds {seed_range[0]}-{seed_range[1]} done")
+    return dict(baseline="target-only", rows=summary, clips=per_seed[0]["clips"], seed=settings.seed_offset,
+                seeds=seed_range, router=router)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -359,20 +489,48 @@ def _ratio(value, base):
     return f"{value / base:.2f}x"
 
 
+def _success(row, base):
+    """'62% [43, 78] of 32 (1.00x)': the rate, its 95 % Wilson interval, the seeds and the retention."""
+    return f"{rate(row['successes'], row['seeds'])} ({_ratio(row['success'], base['success'])})"
+
+
+def _paired(row, baseline_name):
+    """The paired comparison with the baseline on the same seeds: seeds only this row passes / only the baseline
+    passes, and the exact McNemar p."""
+    if row["name"] == baseline_name:
+        return "-"
+    test = row["vs_baseline"]
+    return f"+{test['only_this']} / -{test['only_baseline']}, p {test['p']:.2g}"
+
+
 def dts_table(dts):
     """Markdown table of the DTS results; every figure with its ratio to Euler-100 of the same run."""
     base = dts["rows"][0]
     lines = ["| method | calls (sequential) | evals (compute) | wall, CPU ms (speed-up) | distance to Euler-100, RMS "
-             "(L2) | success |",
-             "|---|---|---|---|---|---|"]
+             "(L2) | success [95% CI] of seeds (retention) | vs Euler-100, same seeds (McNemar) |",
+             "|---|---|---|---|---|---|---|"]
     for row in dts["rows"]:
         lines.append(
             f"| {row['name']} | {row['calls']:.1f} ({_ratio(row['calls'], base['calls'])}) "
             f"| {row['evals']:.1f} ({_ratio(row['evals'], base['evals'])}) "
             f"| {1000 * row['seconds']:.0f} ({_ratio(base['seconds'], row['seconds'])}) "
-            f"| {row['rms']:.4f} ({row['l2']:.2f}) "
-            f"| {100 * row['success']:.0f}% ({_ratio(row['success'], base['success'])}) |")
+            f"| {row['rms']:.4f} ({row['l2']:.2f}) | {_success(row, base)} | {_paired(row, base['name'])} |")
     return "\n".join(lines)
+
+
+def convergence_line(dts):
+    """Is the baseline converged? Euler-200 on the same seeds against Euler-100's interval."""
+    check = dts.get("convergence")
+    if not check:
+        return ""
+    base = dts["rows"][0]
+    verdict = ("within Euler-100's interval: Euler-100 counts as converged here" if check["within_baseline_interval"]
+               else "outside Euler-100's interval: Euler-100 is NOT converged here, so a method can beat it by "
+                    "sampling better, not only match it")
+    return (f"Converged? Euler-{check['steps']} (batched over the seeds, success only): "
+            f"{rate(check['successes'], check['seeds'])} against Euler-100's {rate(base['successes'], base['seeds'])}"
+            f", paired +{check['only_fine']} / -{check['only_baseline']} seeds, McNemar p {check['p']:.2g}: "
+            f"{verdict}.")
 
 
 def auto_table(dts):
@@ -411,25 +569,29 @@ def router_line(sdvg):
 
 
 TRANSFERS = ("What transfers to a GPU: `calls` (sequential model calls: the latency on hardware that runs a batch in "
-             "the time of one sample) and `evals` (per-sample evaluations: the compute) do; CPU `wall` times and "
-             "SDVG's CPU speed-up do not (SDVG's gain transfers in kind, its size follows the target/drafter cost "
-             "ratio there); auto's choice is made per machine from its own measurements, so its CPU choice does "
-             "not transfer either; success rates and distances are properties of the models and transfer.")
+             "the time of one sample), `evals` (per-sample evaluations: the compute), SDVG's DiT FLOPs and target "
+             "forwards do (counted from the models' shapes and the tokens of each call, docs/sdvg.md \"Costs\"); "
+             "CPU `wall` times and CPU speed-ups do not (at these tiny sizes fixed per-call overheads weigh as much "
+             "as the arithmetic); auto's choice is made per machine from its own measurements, so its CPU choice "
+             "does not transfer either; success rates and distances are properties of the models and transfer.")
 
 
 def sdvg_table(sdvg):
     """Markdown table of the SDVG results; ratios to target-only of the same run."""
     base = sdvg["rows"][0]
-    lines = ["| method | wall, CPU ms | speedup | accept | target blocks | router score (retention) "
-             "| success (retention) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | success [95% CI] of seeds (retention) | vs target-only, same seeds (McNemar) "
+             "| DiT FLOPs per clip, M (speed-up) | wall, CPU ms (speed-up) | accept | target forwards "
+             "| router score |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in sdvg["rows"]:
         accept = "n/a" if row["accept"] is None else f"{100 * row['accept']:.0f}%"
+        flops = ("n/a" if row["flops"] is None else
+                 f"{row['flops'] / 1e6:.0f} ({_ratio(base['flops'], row['flops'])})")
+        forwards = "n/a" if row["target_forwards"] is None else f"{row['target_forwards']:.1f}"
         lines.append(
-            f"| {row['name']} | {1000 * row['seconds']:.0f} | {_ratio(base['seconds'], row['seconds'])} "
-            f"| {accept} | {row['target_blocks']:.2f} "
-            f"| {row['quality']:.3f} ({_ratio(row['quality'], base['quality'])}) "
-            f"| {100 * row['success']:.0f}% ({_ratio(row['success'], base['success'])}) |")
+            f"| {row['name']} | {_success(row, base)} | {_paired(row, base['name'])} | {flops} "
+            f"| {1000 * row['seconds']:.0f} ({_ratio(base['seconds'], row['seconds'])}) "
+            f"| {accept} | {forwards} | {row['quality']:.3f} |")
     return "\n".join(lines)
 
 
@@ -478,7 +640,8 @@ def plot_frontiers(dts, sdvg, path):
     base = sdvg["rows"][0]
     xs, ys = [], []
     for row in sdvg["rows"]:
-        speedup = base["seconds"] / row["seconds"]
+        speedup = (base["flops"] / row["flops"] if base["flops"] and row["flops"]
+                   else base["seconds"] / row["seconds"])
         retention = row["success"] / base["success"] if base["success"] else float("nan")
         tau_row = row["name"].startswith("SDVG tau")
         colour = "tab:orange" if tau_row else ("tab:green" if row["name"] == ORACLE else "tab:gray")
@@ -491,7 +654,7 @@ def plot_frontiers(dts, sdvg, path):
             ys.append(100 * retention)
     order = sorted(range(len(xs)), key=lambda i: xs[i])
     right.plot([xs[i] for i in order], [ys[i] for i in order], color="tab:orange", alpha=0.5)
-    right.set_xlabel("speed-up in CPU wall time vs target-only")
+    right.set_xlabel("speed-up in DiT FLOPs vs target-only")
     right.set_ylabel("success retention vs target-only (%)")
     right.set_title("SDVG: drafter + router + target")
     right.grid(alpha=0.3)
@@ -550,68 +713,114 @@ def write_gif(rows, path, scale=8):
 
 # ------------------------------------------------------------------------------------------------------------
 
-def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None, target_stars=None,
-        world=DEFAULT_WORLD):
-    """Run the benchmark; writes tables, JSON and pictures under out_dir and returns the results dict."""
-    settings = Settings.quick() if settings is None else settings
-    torch.set_num_threads(settings.threads)
-    target = load_model("target") if target is None else target
-    drafter = load_model("drafter") if drafter is None else drafter
-    target_stars = load_model("target_stars") if target_stars is None else target_stars
-    os.makedirs(out_dir, exist_ok=True)
-    started = _clock()
+def run_dts_worlds(settings, world=DEFAULT_WORLD, log=print):
+    """The DTS part: {"stars": ..., "default": ...} (run_dts results of both worlds)."""
     log(f"DTS in the star world (model target_stars): {settings.dts_seeds} seed(s), "
         f"{len(dts_methods(settings))} methods")
-    dts = run_dts(target_stars, settings, STAR_WORLD, log)
+    stars = run_dts("target_stars", settings, STAR_WORLD, log)
     log(f"DTS in the default world (model target): {settings.default_dts_seeds} seed(s), "
         f"{len(dts_methods(settings, settings.default_world_sweeps))} methods")
-    dts_default = run_dts(target, settings, world, log, seeds=settings.default_dts_seeds,
-                          sweeps=settings.default_world_sweeps)
-    log(f"SDVG: {settings.sdvg_seeds} seed(s), {len(sdvg_methods(settings))} methods")
-    sdvg = run_sdvg(drafter, target, settings, world, log)
+    default = run_dts("target", settings, world, log, seeds=settings.default_dts_seeds,
+                      sweeps=settings.default_world_sweeps)
+    return dict(stars=stars, default=default)
+
+
+def _seed_note(result):
+    first, last = result["seeds"]
+    return f"{last - first + 1} seeds {first}-{last}"
+
+
+def dts_tables(dts_worlds):
+    """The DTS part of tables.md."""
+    stars, default = dts_worlds["stars"], dts_worlds["default"]
+    common = ("Every DTS row runs draft stride 10, target stride 2, chunk 6, rms threshold 0.0375 and increment "
+              "0.005 (the paper's, in size-independent units) unless its name says otherwise.")
+    return (f"## DTS, star world (target_stars, {_seed_note(stars)}, 100-step fine schedule, shift {SHIFT:g})\n\n"
+            f"{common}\n\n{dts_table(stars)}\n\n{convergence_line(stars)}\n\n"
+            f"### DTS auto (star world): what it chose, and its wall time against plain Euler on the same "
+            f"grid\n\n{auto_table(stars)}\n\n"
+            f"## DTS, default world (target, {_seed_note(default)})\n\n{dts_table(default)}\n\n"
+            f"{convergence_line(default)}\n\n{auto_table(default)}\n\n")
+
+
+def _json_dts(result, world_name):
+    return dict(world=world_name, baseline=result["baseline"], seeds=result["seeds"],
+                convergence=result["convergence"], rows=result["rows"])
+
+
+def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None, target_stars=None,
+        world=DEFAULT_WORLD):
+    """Run the benchmark; writes tables, JSON and pictures under out_dir and returns the results dict.
+
+    Models given as objects (the tests' tiny run) are used in this process (one worker); otherwise each worker
+    process loads the shipped ones by name."""
+    settings = Settings.quick() if settings is None else settings
+    torch.set_num_threads(settings.threads)
+    given = dict(target=target, drafter=drafter, target_stars=target_stars)
+    if any(model is not None for model in given.values()):
+        settings.workers = 1
+    _MODELS.update({name: model for name, model in given.items() if model is not None})
+    _AUTO_MEMORY.clear()
+    os.makedirs(out_dir, exist_ok=True)
+    started = _clock()
+    log(f"Seeds: {settings.seeds} range {settings.seed_range.start}-{settings.seed_range.stop - 1}; "
+        f"{settings.workers} worker process(es) with {settings.threads} thread(s) each")
+    dts_worlds = run_dts_worlds(settings, world, log) if settings.dts else None
+    sdvg = None
+    if settings.sdvg:
+        log(f"SDVG: {settings.sdvg_seeds} seed(s), {len(sdvg_methods(settings))} methods")
+        sdvg = run_sdvg(settings, world, log)
     seconds = _clock() - started
     machine = machine_description(settings.threads)
-    tables = (f"## DTS, star world (target_stars, {settings.dts_seeds} seeds, 100-step fine schedule, shift "
-              f"{SHIFT:g})\n\n{dts_table(dts)}\n\n"
-              f"### DTS auto (star world): what it chose, and its wall time against plain Euler on the same "
-              f"grid\n\n{auto_table(dts)}\n\n"
-              f"## DTS, default world (target, {settings.default_dts_seeds} seeds)\n\n{dts_table(dts_default)}\n\n"
-              f"{auto_table(dts_default)}\n\n"
-              f"## SDVG (drafter {len(DRAFTER_SIGMAS)} steps, target {len(TARGET_SIGMAS)} steps, "
-              f"{settings.sdvg_seeds} seeds, {world.num_blocks} blocks of {world.frames_per_block} frames)\n\n"
-              f"{sdvg_table(sdvg)}\n\n{router_line(sdvg)}\n\n{TRANSFERS}\n\n"
-              f"Machine: {machine}. Run `{settings.label}` took {seconds:.0f} s.\n")
+    tables = dts_tables(dts_worlds) if dts_worlds else ""
+    if sdvg:
+        tables += (f"## SDVG (drafter {len(DRAFTER_SIGMAS)} steps, target {len(TARGET_SIGMAS)} steps, "
+                   f"{_seed_note(sdvg)}, {world.num_blocks} blocks of {world.frames_per_block} frames; router: the "
+                   f"world's quality score, min over a block's frames)\n\n"
+                   f"{sdvg_table(sdvg)}\n\n{router_line(sdvg)}\n\n")
+    tables += (f"{TRANSFERS}\n\nMachine: {machine}; {settings.workers} worker process(es). Run `{settings.label}` "
+               f"on the {settings.seeds} seeds took {seconds:.0f} s.\n")
     paths = {"tables": os.path.join(out_dir, "tables.md"), "json": os.path.join(out_dir, "results.json")}
     with open(paths["tables"], "w") as handle:
         handle.write(tables)
-    serialisable = dict(settings=settings.__dict__, machine=machine, seconds=seconds,
-                        dts=dict(world="stars", baseline=dts["baseline"], rows=dts["rows"]),
-                        dts_default_world=dict(world="default", baseline=dts_default["baseline"],
-                                               rows=dts_default["rows"]),
-                        sdvg=dict(baseline=sdvg["baseline"], router=sdvg["router"],
-                                  rows=[dict(r, tau=str(r["tau"])) for r in sdvg["rows"]]),
-                        target_sigmas=list(TARGET_SIGMAS), drafter_sigmas=list(DRAFTER_SIGMAS))
+    serialisable = dict(settings=dict(settings.__dict__, seed_range=[settings.seed_range.start,
+                                                                     settings.seed_range.stop - 1]),
+                        machine=machine, seconds=seconds, target_sigmas=list(TARGET_SIGMAS),
+                        drafter_sigmas=list(DRAFTER_SIGMAS))
+    if dts_worlds:
+        serialisable["dts"] = _json_dts(dts_worlds["stars"], "stars")
+        serialisable["dts_default_world"] = _json_dts(dts_worlds["default"], "default")
+    if sdvg:
+        serialisable["sdvg"] = dict(baseline=sdvg["baseline"], router=sdvg["router"], seeds=sdvg["seeds"],
+                                    rows=[dict(r, tau=str(r["tau"])) for r in sdvg["rows"]])
     with open(paths["json"], "w") as handle:
         json.dump(serialisable, handle, indent=1, default=str)
-    if pictures:
-        try:
-            import matplotlib  # noqa: F401  (the pack's test extra)
-        except ImportError:
-            log("matplotlib is not installed: no frontiers.png (pip install matplotlib)")
-        else:
-            paths["plot"] = os.path.join(out_dir, "frontiers.png")
-            plot_frontiers(dts, sdvg, paths["plot"])
-        strip_rows = [(name, dts["clips"][name]) for name in ("Euler-100", "Euler-10") if name in dts["clips"]]
-        strip_rows.append(("DTS paper", dts["clips"][dts["rows"][3]["name"]]))
-        sdvg_names = [r["name"] for r in sdvg["rows"] if r["name"] != ORACLE]
-        middle = sdvg_names[2 + len(sdvg_names[2:]) // 2]
-        strip_rows += [(name, sdvg["clips"][name]) for name in ("target-only", "draft-only", middle)]
-        paths["strip"] = os.path.join(out_dir, "strip.png")
-        write_strip(strip_rows, paths["strip"])
-        paths["gif"] = os.path.join(out_dir, "clips.gif")
-        write_gif(strip_rows, paths["gif"])
+    if pictures and dts_worlds and sdvg:
+        paths.update(write_pictures(dts_worlds["stars"], sdvg, out_dir, log))
     log("")
     log(tables)
-    log("wrote " + ", ".join(paths.values()))
-    return dict(dts=dts, dts_default_world=dts_default, sdvg=sdvg, tables=tables, paths=paths, seconds=seconds,
-                machine=machine)
+    log("wrote " + ", ".join(paths.values()) + (" (git-ignored)" if os.path.abspath(out_dir) == RESULTS_DIR else ""))
+    return dict(dts=dts_worlds and dts_worlds["stars"], dts_default_world=dts_worlds and dts_worlds["default"],
+                sdvg=sdvg, tables=tables, paths=paths, seconds=seconds, machine=machine)
+
+
+def write_pictures(dts, sdvg, out_dir, log=print):
+    """frontiers.png (with matplotlib), strip.png and clips.gif under out_dir; returns their paths."""
+    paths = {}
+    try:
+        import matplotlib  # noqa: F401  (the pack's test extra)
+    except ImportError:
+        log("matplotlib is not installed: no frontiers.png (pip install matplotlib)")
+    else:
+        paths["plot"] = os.path.join(out_dir, "frontiers.png")
+        plot_frontiers(dts, sdvg, paths["plot"])
+    strip_rows = [(name, dts["clips"][name]) for name in ("Euler-100", "Euler-10") if name in dts["clips"]]
+    strip_rows.append(("DTS paper", dts["clips"][dts["rows"][3]["name"]]))
+    sdvg_names = [r["name"] for r in sdvg["rows"] if r["name"] != ORACLE]
+    middle = sdvg_names[2 + len(sdvg_names[2:]) // 2]
+    strip_rows += [(name, sdvg["clips"][name]) for name in ("target-only", "draft-only", middle)]
+    paths["strip"] = os.path.join(out_dir, "strip.png")
+    write_strip(strip_rows, paths["strip"])
+    paths["gif"] = os.path.join(out_dir, "clips.gif")
+    write_gif(strip_rows, paths["gif"])
+    return paths

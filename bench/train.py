@@ -1,7 +1,7 @@
 """Train the toy world's tiny Wan models with flow matching (block-causal, diffusion-forcing noise).
 
     python -m bench.train --model target      # writes bench/weights/target.safetensors (+ target.json log)
-    python -m bench.train --model drafter
+    python -m bench.train --model drafter     # distilled from the shipped target (below)
     python -m bench.train --measure           # per-call cost of both architectures (FLOPs and CPU wall)
 
 Each training sample is a fresh clip of the world (bench/world.py) with its condition tokens as the text context.
@@ -14,6 +14,10 @@ Noise is per block of 3 frames, in one of three patterns per sample, so one mode
 The attention mask is block-causal throughout. The loss is the MSE of v = noise - x0 on noisy frames only.
 Sigmas are drawn half uniform, half logit-normal. Weights are saved in float16 with the original Wan names
 (samplers.wan.save_wan) from an exponential moving average of the trained weights.
+
+The drafter is distilled instead (`distil`): the target generates clips block by block as SDVG's target-only run
+does (on TRAINING_SEEDS), and the drafter learns those clips only where SDVG runs it -- one of its four sigmas on
+a block after clean committed blocks; its checkpoints are judged by draft-only success on CHOICE_SEEDS.
 """
 import argparse
 import copy
@@ -27,19 +31,18 @@ import torch
 
 from samplers.models.wan import save_wan
 
-from .models import (DRAFTER_SIGMAS, MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, WORLD_OF, build_model, model_config,
-                     weights_path)
+from .models import (DRAFTER_SIGMAS, MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, WORLD_OF, build_model, flow_sigmas,
+                     model_config, weights_path)
 from .world import DEFAULT_WORLD, MAX_OBJECTS, STAR_WORLD, sample_batch
 
-# The recipe of the shipped weights (from scratch, fixed seeds): `python -m bench.train --model target` and
-# `python -m bench.train --model drafter` (see bench/weights/*.json for how long they ran, on how many threads).
+# The recipe of the shipped weights (fixed seeds): `python -m bench.train --model target`, then
+# `python -m bench.train --model drafter` (distilled from the target) and the target_stars stages (see
+# bench/weights/*.json for how long they ran, on how many threads).
 DEFAULTS = {
     "target": dict(steps=2800, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
-    "drafter_stage1": dict(steps=6000, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(0.25, 0.55)),
-    # the shipped drafter: stage 1 grown to two layers (FFN 192, so >= 5x fewer FLOPs than the target), then
-    # trained only at its own four sigmas, block by block after clean committed blocks (how SDVG runs it)
-    "drafter": dict(steps=2000, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(0.0, 1.0),
-                    sigma_set=DRAFTER_SIGMAS, init="drafter_stage1"),
+    # the shipped drafter: distilled from the target's own block-by-block rollouts (bench.train.distil), trained
+    # only where SDVG runs it (its four sigmas, after clean committed blocks), judged on CHOICE_SEEDS
+    "drafter": dict(steps=4000, batch=32, lr=2e-3, seed=0, rollouts=1024, judge_every=500, distil=True),
     # the star world (DTS only, so only the "uniform" noise pattern), fine-tuned from the shipped target in three
     # stages, each a new warm-up and cosine decay (the stages' weights are not shipped: git-ignored)
     "target_stars_stage1": dict(steps=1500, batch=16, lr=2e-3, seed=0, shift=3.0, patterns=(1.0, 0.0),
@@ -174,6 +177,20 @@ def training_step(model, clips, context, generator, frames_per_block, shift=1.0,
     return error.sum() / (weight.sum() * clips.shape[1] * clips.shape[3] * clips.shape[4]).clamp(min=1.0)
 
 
+def optimizer_step(model, ema, optimizer, scheduler, loss, step):
+    """One optimisation step on `loss` (gradients clipped to norm 1), then the EMA weights follow (decay warming up
+    to 0.995): both training loops, from scratch and distilled, step this way."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    decay = min(0.995, (1.0 + step) / (10.0 + step))
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1.0 - decay)
+
+
 def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log_every=50, probe_every=0,
           init=None, shift=1.0, patterns=(0.25, 0.55), sigma_set=None, world=DEFAULT_WORLD):
     """Train model `name` and save `<out_dir>/<name>.safetensors` and `<name>.json`; returns the log dict."""
@@ -205,15 +222,7 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     for step in range(steps):
         clips, context = sample_batch(rng, batch, world)
         loss = training_step(model, clips, context, generator, world.frames_per_block, shift, patterns, sigma_set)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        decay = min(0.995, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1.0 - decay)
+        optimizer_step(model, ema, optimizer, scheduler, loss, step)
         recent.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             mean = sum(recent) / len(recent)
@@ -242,6 +251,226 @@ def train(name, *, steps, batch, lr, seed=0, threads=2, out_dir=WEIGHTS_DIR, log
     print(f"[{name}] saved {path} ({log['file_bytes'] / 1e6:.2f} MB) in {seconds / 60:.1f} min, "
           f"final loss {log['final_loss']:.4f}")
     return log
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The drafter, distilled from the target (issue 18: "a drafter worth its name")
+
+def target_rollouts(model, seeds, world=DEFAULT_WORLD, batch=32, log=print):
+    """The target's own clips, generated block by block as SDVG's target-only run makes them: for each block, the
+    target's 10-step schedule (TARGET_SIGMAS: x0 estimate, then fresh noise at the next sigma) with the committed
+    blocks as clean context (timestep 0, block-causal mask: what the KV cache holds). Batched over seeds with
+    whole-prefix forwards (the same computation as the cached runner, up to float rounding).
+    Returns (clips [N, C, T, H, W], contexts [N, L, TEXT_DIM]). Noise from torch.Generator(seed)."""
+    from .world import sample_clip
+
+    sigmas = [float(s) for s in flow_sigmas(10)[:-1]]
+    fpb = world.frames_per_block
+    shape = (world.channels, fpb, world.height, world.width)
+    clips, contexts = [], []
+    model.eval()
+    start = time.time()
+    for first in range(0, len(seeds), batch):
+        chunk = list(seeds[first:first + batch])
+        context = torch.stack([sample_clip(s, world)[0].tokens(world) for s in chunk])
+        generators = [torch.Generator().manual_seed(int(s)) for s in chunk]
+
+        def draw():
+            return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+        committed = torch.zeros((len(chunk), world.channels, 0, world.height, world.width))
+        with torch.no_grad():
+            for block in range(world.num_blocks):
+                x = sigmas[0] * draw()
+                for j, sigma in enumerate(sigmas):
+                    timestep = torch.tensor([0.0] * committed.shape[2] + [1000.0 * sigma] * fpb)
+                    v = model(torch.cat([committed, x], dim=2), timestep.expand(len(chunk), -1), context,
+                              frames_per_block=fpb)[:, :, -fpb:]
+                    x0 = x - sigma * v
+                    if j + 1 < len(sigmas):
+                        x = (1.0 - sigmas[j + 1]) * x0 + sigmas[j + 1] * draw()
+                committed = torch.cat([committed, x0], dim=2)
+        clips.append(committed)
+        contexts.append(context)
+        log(f"[rollouts] {first + len(chunk)}/{len(seeds)} ({time.time() - start:.0f} s)")
+    return torch.cat(clips), torch.cat(contexts)
+
+
+def distil_step(model, clips, context, generator, frames_per_block, sigma_set, first_block=1):
+    """Flow-matching loss of the drafter on the target's clips, only where SDVG runs it: one block k >= first_block
+    (SDVG's first block is the target's) at one of its sampling sigmas, after clean committed blocks; the clip is
+    cut after block k (the block-causal mask makes later frames irrelevant). v = noise - x0 with x0 the target's."""
+    batch = clips.shape[0]
+    num_blocks = clips.shape[2] // frames_per_block
+    block = int(torch.randint(first_block, num_blocks, (1,), generator=generator))
+    frames = (block + 1) * frames_per_block
+    clips = clips[:, :, :frames]
+    values = torch.tensor(sigma_set, dtype=torch.float32).clamp(1e-3, 1.0 - 1e-4)
+    sigma = values[torch.randint(0, len(values), (batch,), generator=generator)]
+    per_frame = torch.zeros(batch, frames)
+    per_frame[:, -frames_per_block:] = sigma[:, None]
+    noise = torch.randn(clips.shape, generator=generator)
+    s = per_frame[:, None, :, None, None]
+    noisy = (1.0 - s) * clips + s * noise
+    v = model(noisy, per_frame * 1000.0, context, frames_per_block=frames_per_block)
+    error = (v - (noise - clips))[:, :, -frames_per_block:].pow(2)
+    return error.mean()
+
+
+def slice_target(model, target_state, layer=0):
+    """Initialise a narrower, shallower model from the target's weights: residual channels DRAFTER_CHANNELS (3 of
+    every 4, so the position embedding stays the target's on them), the first heads of attention, the FFN hidden
+    units with the largest weights, and the target's `layer` as its only layer (its embeddings and head as they
+    are). The sliced network is not the target (it lost two layers and a quarter of its width); distillation then
+    repairs it, from a start that already embeds the condition, the time and the positions as the target does."""
+    from .models import DRAFTER_CHANNELS
+
+    own = model.state_dict()
+    residual = torch.tensor(DRAFTER_CHANNELS)
+    width = len(DRAFTER_CHANNELS)
+    inner = torch.arange(width)  # attention: the target's first width / head_dim heads
+    ffn = own["blocks.0.ffn.0.weight"].shape[0]
+    prefix = f"blocks.{layer}."
+    w1, w2 = target_state[prefix + "ffn.0.weight"], target_state[prefix + "ffn.2.weight"]
+    units = (w1.norm(dim=1) * w2.norm(dim=0)).argsort(descending=True)[:ffn].sort().values
+
+    def rows_cols(key, value):
+        name = key.split(".", 2)[-1] if key.startswith("blocks.") else key
+        if name in ("self_attn.q.weight", "self_attn.k.weight", "self_attn.v.weight", "cross_attn.q.weight",
+                    "cross_attn.k.weight", "cross_attn.v.weight"):
+            return value[inner][:, residual]
+        if name in ("self_attn.q.bias", "self_attn.k.bias", "self_attn.v.bias", "cross_attn.q.bias",
+                    "cross_attn.k.bias", "cross_attn.v.bias", "self_attn.norm_q.weight", "self_attn.norm_k.weight",
+                    "cross_attn.norm_q.weight", "cross_attn.norm_k.weight"):
+            return value[inner]
+        if name in ("self_attn.o.weight", "cross_attn.o.weight"):
+            return value[residual][:, inner]
+        if name == "ffn.0.weight":
+            return value[units][:, residual]
+        if name == "ffn.0.bias":
+            return value[units]
+        if name == "ffn.2.weight":
+            return value[residual][:, units]
+        if name == "modulation":  # [1, 6, dim]
+            return value[:, :, residual]
+        if name == "head.modulation":  # [1, 2, dim]
+            return value[:, :, residual]
+        if name in ("text_embedding.0.weight", "time_embedding.0.weight", "patch_embedding.weight"):
+            return value[residual]
+        if name in ("text_embedding.2.weight", "time_embedding.2.weight"):
+            return value[residual][:, residual]
+        if name == "time_projection.1.weight":  # [6 dim, dim]: six modulation vectors
+            return value.reshape(6, -1, value.shape[1])[:, residual][:, :, residual].reshape(-1, width)
+        if name == "time_projection.1.bias":
+            return value.reshape(6, -1)[:, residual].reshape(-1)
+        if name == "head.head.weight":
+            return value[:, residual]
+        if name == "head.head.bias":
+            return value
+        if value.ndim == 1:  # biases and norms of the residual stream
+            return value[residual]
+        raise ValueError(f"slice_target: no rule for {key} {tuple(value.shape)}")
+
+    with torch.no_grad():
+        for key in own:
+            source = key.replace("blocks.0.", prefix) if key.startswith("blocks.0.") else key
+            value = rows_cols(source, target_state[source].float())
+            if value.shape != own[key].shape:
+                raise ValueError(f"slice_target: {key} sliced to {tuple(value.shape)}, the model has "
+                                 f"{tuple(own[key].shape)}")
+            own[key].copy_(value)
+    return model
+
+
+def draft_only_success(drafter, target, seeds, world=DEFAULT_WORLD):
+    """Successes of SDVG's draft-only run (block 0 from the target, the rest from the drafter) over `seeds`."""
+    import math as _math
+
+    from .check import analyse
+    from .run import run_sdvg_once
+    from .world import sample_clip
+
+    drafter.eval()
+    passed = 0
+    for seed in seeds:
+        condition, _ = sample_clip(seed, world)
+        clip, _, _ = run_sdvg_once(drafter, target, condition, seed, -_math.inf, world)
+        passed += bool(analyse(clip, condition, world).success)
+    return passed
+
+
+def distil(name, *, steps, batch, lr, rollouts, seed=0, threads=1, out_dir=WEIGHTS_DIR, judge_every=250,
+           judge_seeds=32, sigma_set=DRAFTER_SIGMAS, teacher="target", init="sliced", world=DEFAULT_WORLD,
+           log=print):
+    """Distil `name` from the teacher's rollouts on the first `rollouts` TRAINING_SEEDS; every `judge_every` steps
+    the EMA weights are judged by draft-only success on the first `judge_seeds` CHOICE_SEEDS and the best
+    checkpoint is saved (ties: the later one). Returns the log dict (also `<name>.json`)."""
+    from .models import load_model
+    from .world import CHOICE_SEEDS, TRAINING_SEEDS
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.time()
+    target = load_model(teacher)
+    cache = os.path.join(out_dir, f"{name}_rollouts_{teacher}_{rollouts}.pt")  # git-ignored
+    if os.path.isfile(cache):
+        clips, contexts = torch.load(cache)
+    else:
+        clips, contexts = target_rollouts(target, TRAINING_SEEDS[:rollouts], world, log=log)
+        torch.save((clips, contexts), cache)
+    rollout_seconds = time.time() - start
+    model = init_weights(build_model(name)).train()
+    if init == "sliced":  # start from the target's own weights (slice_target)
+        slice_target(model, target.state_dict())
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / warmup if step < warmup else
+                                                  0.1 + 0.45 * (1.0 + math.cos(math.pi * (step - warmup)
+                                                                                / max(1, steps - warmup))))
+    history, judged, recent = [], [], []
+    best = (-1, 0)
+    path = os.path.join(out_dir, f"{name}.safetensors")
+    choice = CHOICE_SEEDS[:judge_seeds]
+    for step in range(steps):
+        index = torch.randint(0, clips.shape[0], (batch,), generator=generator)
+        loss = distil_step(model, clips[index], contexts[index], generator, world.frames_per_block, sigma_set)
+        optimizer_step(model, ema, optimizer, scheduler, loss, step)
+        recent.append(loss.item())
+        if (step + 1) % 50 == 0:
+            history.append((step + 1, round(sum(recent) / len(recent), 5)))
+            recent = []
+            log(f"[{name}] step {step + 1}/{steps} loss {history[-1][1]:.4f} ({time.time() - start:.0f} s)")
+        if (step + 1) % judge_every == 0 or step + 1 == steps:
+            passed = draft_only_success(ema, target, choice, world)
+            judged.append((step + 1, passed))
+            log(f"[{name}] step {step + 1}: draft-only success {passed}/{len(choice)} on choice seeds "
+                f"{choice.start}-{choice.stop - 1} ({time.time() - start:.0f} s)")
+            if passed >= best[0]:
+                best = (passed, step + 1)
+                os.makedirs(out_dir, exist_ok=True)
+                save_wan(ema, path, dtype=torch.float16)
+    seconds = time.time() - start
+    log_dict = {
+        "model": name, "config": MODEL_CONFIGS[name], "recipe": "distilled from the target's rollouts",
+        "init": init,
+        "teacher": teacher, "rollouts": rollouts, "rollout_seeds": [TRAINING_SEEDS.start,
+                                                                    TRAINING_SEEDS.start + rollouts - 1],
+        "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch": batch, "lr": lr,
+        "seed": seed, "threads": threads, "sigma_set": list(sigma_set), "rollout_seconds": round(rollout_seconds, 1),
+        "seconds": round(seconds, 1), "cpu_minutes": round(seconds * threads / 60, 1), "final_loss": history[-1][1],
+        "loss_history": history, "judged_on_choice_seeds": [choice.start, choice.stop - 1],
+        "draft_only_success_history": judged, "kept_step": best[1], "kept_success": best[0],
+        "file_bytes": os.path.getsize(path), "torch": torch.__version__,
+    }
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as handle:
+        json.dump(log_dict, handle, indent=1)
+    log(f"[{name}] kept step {best[1]} ({best[0]}/{len(choice)} draft-only on choice seeds); "
+        f"{seconds / 60:.1f} min")
+    return log_dict
 
 
 def forward_flops(name, world=DEFAULT_WORLD):
@@ -308,6 +537,9 @@ def main(argv=None):
     for key in ("steps", "batch", "lr", "seed", "shift"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    if settings.pop("distil", False):
+        distil(args.model, threads=args.threads, out_dir=args.out_dir, **settings)
+        return
     if args.patterns is not None:
         settings["patterns"] = tuple(float(p) for p in args.patterns.split(","))
     init = settings.pop("init", None)

@@ -60,6 +60,16 @@ TOKEN_FEATURES = POSITION_SLICE.stop  # 55
 TEXT_DIM = 64  # the models' text_dim: the token padded with zeros
 
 
+# Seeds with one job each (docs/bench.md, "Seeds"): disjoint ranges of `sample_clip` seeds. Training draws clips
+# from TRAINING_SEEDS (the distilled drafter's target rollouts) or from its own numpy stream (bench/train.py's
+# sample_batch, seeded 0); CHOICE_SEEDS judge checkpoints, thresholds, taus and worlds (earlier rounds reported
+# and chose on seeds 1000-1039, so they are choice seeds now); REPORT_SEEDS are the reported tables' only seeds,
+# on which nothing was chosen. The tests use their own fixed seeds below 1000.
+TRAINING_SEEDS = range(100_000, 200_000)
+CHOICE_SEEDS = range(1000, 2000)
+REPORT_SEEDS = range(5000, 6000)
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Size of the world. channels is fixed at 3 (the latent IS RGB)."""

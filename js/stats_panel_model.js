@@ -1,9 +1,10 @@
 // Pure logic of the statistics panel: no DOM, no ComfyUI import, so Node's test runner can load it.
 //
-// The server sends the event STATS_EVENT with the payload
-//   {"node": "<unique id of the node that ran>", "kind": "dts" | "sdvg", "stats": {...}}
-// (see nodes/glue/stats_events.py). This module turns that payload into what the node keeps in its
-// `properties` (so it survives a reload) and into a list of drawing operations for a canvas.
+// The server sends the event STATS_EVENT, only to the page that queued the prompt, with the payload
+//   {"node": "<unique id of the node that ran>", "kind": "dts" | "sdvg", "prompt_id": "...", "stats": {...}}
+// (see nodes/glue/stats_events.py). This module decides which node of which workflow it belongs to (routeStats),
+// turns it into what the node keeps in its `properties` (so it survives a reload) and into a list of drawing
+// operations for a canvas.
 
 export const STATS_EVENT = "speculative_video.stats";
 export const PROPERTY_KEY = "speculative_video_stats";
@@ -20,16 +21,26 @@ export const COLORS = {
   rejected: "#a33a3a",
   target: "#4a5466",
   cellText: "#ffffff",
+  warning: "#e0b050",
+  stale: "#e07a5f",
 };
 
 // Only these statistics are kept in the node's properties: they are what the panel shows, and the
 // per-block timings of a long SDVG run would otherwise bloat every saved workflow.
 const KEPT_STATS = {
   dts: ["calls", "evals", "rounds", "accepted", "drafted", "thresholds", "rule", "tolerances", "fine_steps",
-    "draft_stride",
-    "target_stride", "chunk", "seconds", "target_grid_calls", "parallel_target", "sequential_target_reasons"],
+    "draft_stride", "target_stride", "chunk", "seconds", "target_grid_calls", "parallel_target",
+    "sequential_target_reasons", "warnings"],
   sdvg: ["blocks", "acceptance_rate", "seconds", "estimated_target_only_seconds",
-    "estimated_speedup", "num_blocks", "tau"],
+    "estimated_speedup", "num_blocks", "tau", "warnings", "memory_plan", "target_forwards", "target_forwards_saved"],
+};
+// Of the memory plan, the two figures the panel compares (its per-model parts stay in the node's STRING output).
+const KEPT_MEMORY_FIELDS = ["total_bytes", "available_bytes"];
+
+/** Node types whose statistics each kind is: a payload never lands on a node of another type. */
+export const KIND_NODE_TYPES = {
+  dts: ["DTSSampler", "DTSKSampler"],
+  sdvg: ["SDVGSpeculativeVideo"],
 };
 const KEPT_BLOCK_FIELDS = ["index", "score", "accepted"];
 
@@ -57,7 +68,53 @@ export function normalizePayload(payload) {
   if (node === undefined || node === null || node === "") return null;
   if (kind !== "dts" && kind !== "sdvg") return null;
   if (!stats || typeof stats !== "object" || Array.isArray(stats)) return null;
-  return { node: String(node), kind, stats };
+  const promptId = payload.prompt_id === undefined || payload.prompt_id === null ? null : String(payload.prompt_id);
+  return { node: String(node), kind, promptId, stats };
+}
+
+/**
+ * What the page remembers of a prompt it queued: the workflow it came from (any object the page can compare with
+ * the workflow on screen, e.g. the frontend's workflow tab) and the class type of every node id of the API prompt.
+ */
+export function promptRecord(workflow, output) {
+  const types = {};
+  for (const [id, entry] of Object.entries(output ?? {})) {
+    if (entry && typeof entry.class_type === "string") types[id] = entry.class_type;
+  }
+  return { workflow, types, received: new Set(), cached: new Set() };
+}
+
+/**
+ * Where a statistics payload goes:
+ *   {action: "apply", nodeId, type}  onto node `nodeId` of the graph on screen, if that node has type `type`;
+ *   {action: "defer", nodeId, type}  the prompt's workflow is not on screen: keep it until that workflow is;
+ *   {action: "drop", reason}         not ours to draw (another page's prompt, a node of another type).
+ */
+export function routeStats(payload, record, activeWorkflow) {
+  if (!record) return { action: "drop", reason: "the prompt was not queued from this page" };
+  const type = record.types[payload.node];
+  if (!KIND_NODE_TYPES[payload.kind]?.includes(type)) {
+    return { action: "drop", reason: `node ${payload.node} of the prompt is ${type ?? "absent"}, not a ${payload.kind} node` };
+  }
+  if (record.workflow !== activeWorkflow) return { action: "defer", nodeId: payload.node, type };
+  return { action: "apply", nodeId: payload.node, type };
+}
+
+/** A graph node is the target of a routed payload only when its type is the one the prompt ran. */
+export function nodeMatches(node, type) {
+  return !!node && (node.type === type || node.comfyClass === type);
+}
+
+/**
+ * The pack's nodes of a prompt that failed or was interrupted and did not report statistics in it (a cached node
+ * did not run, and kept its valid panel): their panels are from an earlier run.
+ */
+export function nodesWithoutFreshStats(record) {
+  if (!record) return [];
+  const packTypes = new Set(Object.values(KIND_NODE_TYPES).flat());
+  return Object.entries(record.types)
+    .filter(([id, type]) => packTypes.has(type) && !record.received.has(id) && !record.cached.has(id))
+    .map(([id, type]) => ({ nodeId: id, type }));
 }
 
 /**
@@ -74,6 +131,14 @@ export function compactStats(kind, stats) {
   for (const key of KEPT_STATS[kind] ?? []) {
     if (stats[key] !== undefined) kept[key] = stats[key];
   }
+  if (kept.memory_plan && typeof kept.memory_plan === "object") {
+    const plan = {};
+    for (const field of KEPT_MEMORY_FIELDS) {
+      if (kept.memory_plan[field] !== undefined) plan[field] = kept.memory_plan[field];
+    }
+    kept.memory_plan = plan;
+  }
+  if (Array.isArray(kept.warnings)) kept.warnings = kept.warnings.map(String);
   if (Array.isArray(kept.blocks)) {
     kept.blocks = kept.blocks.map((block) => {
       const small = {};
@@ -89,6 +154,11 @@ export function compactStats(kind, stats) {
 /** The value stored under node.properties[PROPERTY_KEY]: JSON-safe, survives save and reload. */
 export function storedStatsRecord(normalized) {
   return { kind: normalized.kind, stats: compactStats(normalized.kind, normalized.stats) };
+}
+
+/** The stored record marked as left over from an earlier run (the node's last run failed). */
+export function staleRecord(record) {
+  return { ...record, stale: true };
 }
 
 /** Read back what storedStatsRecord wrote; null when absent or malformed. */
@@ -127,17 +197,38 @@ export function formatThreshold(value) {
   return String(Number(value.toPrecision(3)));
 }
 
-export function formatScore(score) {
+/**
+ * A router score with as many decimals (2 to 6) as it takes to read its side of tau: a rejected 0.0664 and an
+ * accepted 0.0673 against tau 0.07 read 0.066 and 0.067, not both 0.07. Without a finite tau, 2 decimals.
+ */
+export function formatScore(score, tau) {
   if (!isNumber(score)) return "";
-  return score.toFixed(2);
+  if (!isNumber(tau)) return score.toFixed(2);
+  for (let decimals = 2; decimals < 6; decimals += 1) {
+    const shown = Number(score.toFixed(decimals));
+    if ((shown >= tau) === (score >= tau) && (shown !== tau || score === tau)) return score.toFixed(decimals);
+  }
+  return score.toFixed(6);
 }
 
-/** tau as the node shows it: +inf means target only, -inf draft only. */
+/** tau as the node shows it: +inf means target only, -inf draft only; finite values with up to 4 digits. */
 export function formatTau(tau) {
   if (tau === Infinity || tau === "inf" || tau === "Infinity") return "+∞ (target only)";
   if (tau === -Infinity || tau === "-inf" || tau === "-Infinity") return "−∞ (draft only)";
   if (!isNumber(tau)) return "–";
-  return tau.toFixed(2);
+  return String(Number(tau.toPrecision(4)));
+}
+
+/** Bytes in GiB (MiB below 0.1 GiB), two decimals. */
+export function formatBytes(bytes) {
+  if (!isNumber(bytes)) return "–";
+  const gib = bytes / 2 ** 30;
+  return gib >= 0.1 ? `${gib.toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(2)} MiB`;
+}
+
+/** One line per warning the run reported. */
+function warningLines(stats) {
+  return Array.isArray(stats.warnings) ? stats.warnings.map((warning) => `⚠ ${warning}`) : [];
 }
 
 /**
@@ -198,7 +289,7 @@ export function dtsPanelModel(stats) {
     const reasons = Array.isArray(stats.sequential_target_reasons) ? stats.sequential_target_reasons : [];
     footer.push(`target one at a time${reasons.length ? ` (${reasons.join(", ")})` : ""}`);
   }
-  return { title: "DTS", lines, cells, footer, minCellWidth: 18 };
+  return { title: "DTS", lines, cells, footer, warnings: warningLines(stats), minCellWidth: 18 };
 }
 
 /** Colour of an SDVG block: drafted and accepted, drafted and rejected, or made by the target without a draft. */
@@ -215,9 +306,10 @@ export function sdvgPanelModel(stats) {
     const verdict = block.accepted ? "draft accepted"
       : isNumber(block.score) ? "draft rejected, target made it" : "target (no draft scored)";
     return {
-      label: formatScore(block.score),
+      label: formatScore(block.score, stats.tau),
       color: sdvgCellColor(block),
-      tooltip: `block ${index}: ${verdict}` + (isNumber(block.score) ? `, score ${formatScore(block.score)}` : ""),
+      tooltip: `block ${index}: ${verdict}` +
+        (isNumber(block.score) ? `, score ${String(Number(block.score.toPrecision(6)))}` : ""),
     };
   });
   const acceptedCount = blocks.filter((block) => block.accepted).length;
@@ -229,19 +321,59 @@ export function sdvgPanelModel(stats) {
     `acceptance ${formatPercent(stats.acceptance_rate)} · est. speedup ${formatRatio(stats.estimated_speedup)}`,
     `${formatSeconds(stats.seconds)} vs est. target-only ${formatSeconds(stats.estimated_target_only_seconds)}`,
   ];
-  // Wider cells than DTS: each carries a score such as "-0.53".
-  return { title: "SDVG", lines, cells, footer, minCellWidth: 30 };
+  if (isNumber(stats.target_forwards_saved)) {
+    footer.push(`target forwards ${isNumber(stats.target_forwards) ? stats.target_forwards : "–"} · ` +
+      `saved ${stats.target_forwards_saved}`);
+  }
+  const plan = stats.memory_plan;
+  if (plan && (isNumber(plan.total_bytes) || isNumber(plan.available_bytes))) {
+    footer.push(`memory plan ${formatBytes(plan.total_bytes)} needed of ${formatBytes(plan.available_bytes)} available`);
+  }
+  // Wider cells than DTS: each carries a score such as "-0.066".
+  return { title: "SDVG", lines, cells, footer, warnings: warningLines(stats), minCellWidth: 36 };
 }
 
-export function panelModel(kind, stats) {
-  if (kind === "dts") return dtsPanelModel(stats);
-  if (kind === "sdvg") return sdvgPanelModel(stats);
-  throw new Error(`unknown statistics kind ${JSON.stringify(kind)} (expected "dts" or "sdvg")`);
+export const STALE_NOTE = "from an earlier run: the last run failed";
+
+/** The panel's model; `stale` (the node's last run failed) says so in the title. */
+export function panelModel(kind, stats, { stale = false } = {}) {
+  let model;
+  if (kind === "dts") model = dtsPanelModel(stats);
+  else if (kind === "sdvg") model = sdvgPanelModel(stats);
+  else throw new Error(`unknown statistics kind ${JSON.stringify(kind)} (expected "dts" or "sdvg")`);
+  if (stale) model = { ...model, title: `${model.title} · ${STALE_NOTE}`, stale: true };
+  return model;
 }
 
-/** Hover text of the panel: one line per cell (round or block), then the footer. */
+/** Hover text of the panel: one line per cell (round or block), then the footer and the warnings. */
 export function panelTooltip(model) {
-  return [...model.cells.map((cell) => cell.tooltip), ...model.footer].join("\n");
+  return [...(model.stale ? [STALE_NOTE] : []), ...model.cells.map((cell) => cell.tooltip), ...model.footer,
+    ...(model.warnings ?? [])].join("\n");
+}
+
+/** Split `text` into lines of at most `maxChars` characters, at spaces where it can. */
+export function wrapText(text, maxChars) {
+  const lines = [];
+  let line = "";
+  for (const word of String(text).split(" ")) {
+    let rest = word;
+    while (rest.length > maxChars) {
+      if (line) { lines.push(line); line = ""; }
+      lines.push(rest.slice(0, maxChars));
+      rest = rest.slice(maxChars);
+    }
+    if (!line) line = rest;
+    else if (line.length + 1 + rest.length <= maxChars) line += ` ${rest}`;
+    else { lines.push(line); line = rest; }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+/** Warning lines wrapped to the panel's inner width (11px sans-serif: about 6 px per character). */
+export function warningRows(model, innerWidth) {
+  const maxChars = Math.max(10, Math.floor(innerWidth / 6));
+  return (model.warnings ?? []).flatMap((warning) => wrapText(warning, maxChars));
 }
 
 /**
@@ -270,7 +402,7 @@ export function panelHeight(model, width, layout = PANEL_LAYOUT) {
   const innerWidth = Math.max(1, width - 2 * layout.margin - 2 * layout.padding);
   const grid = cellGrid(model.cells.length, innerWidth, layout);
   return 2 * layout.padding + layout.titleHeight +
-    (model.lines.length + model.footer.length) * layout.lineHeight +
+    (model.lines.length + model.footer.length + warningRows(model, innerWidth).length) * layout.lineHeight +
     grid.rows * (layout.cellHeight + layout.cellGap) + (grid.rows > 0 ? layout.cellGap : 0);
 }
 
@@ -290,7 +422,7 @@ export function panelDrawOps(model, width, top, layout = PANEL_LAYOUT) {
   ops.push({ op: "rect", x: left, y: top, w: panelWidth, h: height, fill: COLORS.background, stroke: COLORS.border });
   let y = top + layout.padding;
   ops.push({ op: "text", x: innerLeft, y: y + layout.titleHeight - 4, text: model.title,
-    color: COLORS.title, font: "bold 12px sans-serif", align: "left" });
+    color: model.stale ? COLORS.stale : COLORS.title, font: "bold 12px sans-serif", align: "left" });
   y += layout.titleHeight;
   for (const line of model.lines) {
     ops.push({ op: "text", x: innerLeft, y: y + layout.lineHeight - 3, text: line,
@@ -314,6 +446,11 @@ export function panelDrawOps(model, width, top, layout = PANEL_LAYOUT) {
   for (const line of model.footer) {
     ops.push({ op: "text", x: innerLeft, y: y + layout.lineHeight - 3, text: line,
       color: COLORS.muted, font: "11px sans-serif", align: "left" });
+    y += layout.lineHeight;
+  }
+  for (const line of warningRows(model, innerWidth)) {
+    ops.push({ op: "text", x: innerLeft, y: y + layout.lineHeight - 3, text: line,
+      color: COLORS.warning, font: "11px sans-serif", align: "left" });
     y += layout.lineHeight;
   }
   return { ops, height };

@@ -7,13 +7,11 @@ nodes sit side by side while the files migrate one at a time.
 """
 import importlib.util
 
-from . import sdvg
-
-_MODULES = [sdvg]
+_MODULES = []
 # The V3 node files import ComfyUI's comfy_api. Outside ComfyUI (the plain-torch tests, scripts that use samplers/)
-# the pack imports with its V1 nodes only; inside ComfyUI comfy_api always exists, so nothing is left out there.
+# the pack imports without nodes; inside ComfyUI comfy_api always exists, so nothing is left out there.
 if importlib.util.find_spec("comfy_api") is not None:
-    from . import dts, reward
+    from . import dts, reward, sdvg
 
     _MODULES = [dts, sdvg, reward]
 

@@ -37,7 +37,7 @@ def check_wan21_t2v(model, input_name):
     its diffusion module.
 
     Decided on what the runner needs, not on class identity, so that core's causal WAN21_CausalAR_T2V /
-    CausalWanModel (ComfyUI >= 0.32) and any later text-to-video variant of the same shape pass, while the other
+    CausalWanModel (ComfyUI >= 0.21) and any later text-to-video variant of the same shape pass, while the other
     WAN21_T2V subclasses (I2V, FunControl, Camera, Vace, HuMo, S2V, Animate, Wan 2.2 TI2V, FlowRVS) are refused:
     the config's image_model "wan2.1" and model_type "t2v", flow-matching prediction, 16 latent channels in and
     out, the runner's submodules and no others that carry weights."""
@@ -78,6 +78,25 @@ def check_wan21_t2v(model, input_name):
                          f"{module_name} with weights in {', '.join(extra)}: conditioning (image, VACE, camera, "
                          "audio...) that SDVG's runner does not feed")
     return diffusion_model
+
+
+# transformer_options keys through which core's AR video nodes (comfy_extras/nodes_ar_video.py, ComfyUI >= 0.21)
+# steer its own sampler: ARVideoI2V puts the start image's latent in ar_config["initial_latent"]; sample_ar_video
+# sets ar_state while it runs. SDVG's runner has its own caches and would silently drop them.
+CORE_AR_OPTIONS = ("ar_config", "ar_state")
+
+
+def check_no_core_ar_state(model, input_name):
+    """A MODEL carrying core AR state SDVG cannot honour (e.g. ARVideoI2V's start image) is refused by name, so that
+    it never becomes a plain text-to-video run."""
+    options = (getattr(model, "model_options", None) or {}).get("transformer_options") or {}
+    found = [key for key in CORE_AR_OPTIONS if options.get(key)]
+    if found:
+        detail = ", ".join(f"{key} ({', '.join(sorted(options[key]))})" if isinstance(options[key], dict) else key
+                           for key in found)
+        raise ValueError(f"{input_name}: expected a MODEL without core AR video state, got transformer_options "
+                         f"with {detail} (set by core's AR video nodes, e.g. ARVideoI2V's start image); SDVG "
+                         "generates text-to-video only and would ignore it: connect the model loader directly")
 
 
 def wan_latent_space(diffusion_model):
@@ -311,6 +330,8 @@ def run_sdvg(drafter, target, vae, router, positive, router_prompt, width, heigh
     # Validation first: nothing is loaded or allocated for inputs that cannot work.
     drafter_module = check_wan21_t2v(drafter, "drafter")
     target_module = check_wan21_t2v(target, "target")
+    check_no_core_ar_state(drafter, "drafter")
+    check_no_core_ar_state(target, "target")
     check_same_latent_space(drafter_module, target_module)
     check_video_size(width, height, num_blocks, frames_per_block)
     protocols = {"drafter": check_protocol(drafter_protocol, "drafter_protocol"),

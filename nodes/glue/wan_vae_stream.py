@@ -1,34 +1,32 @@
 """Streaming decode of a Wan 2.1 latent video, block by block, with ComfyUI's Wan VAE.
 
-The Wan 2.1 VAE decoder is causal in time: ComfyUI's `WanVAE.decode` feeds it one latent frame at a time and
-carries a list of causal-convolution caches (`feat_cache`, one entry per `CausalConv3d`) from frame to frame.
-The first latent frame of a video decodes to 1 frame, every later latent frame to 4 (the temporal upsamplers
-start in a 'Rep' state). Decoding a whole latent `[B, C, T, h, w]` gives `1 + 4 * (T - 1)` frames.
+The first latent frame of a video decodes to 1 frame, every later latent frame to 4; decoding a whole latent
+`[B, C, T, h, w]` gives `1 + 4 * (T - 1)` frames. SDVG decodes each drafted block to score it, and keeps or throws
+the draft away. `WanStreamingDecoder` decodes a block from the state left by the committed blocks and returns the
+new state separately ("pending"); only `advance(pending)` makes it the decoder's state, so a rejected draft leaves
+no trace. Decoding the committed blocks one after another gives the frames of one decode of the whole latent video.
 
-SDVG decodes each drafted block to score it, and keeps or throws the draft away. `WanStreamingDecoder` decodes a
-block from the state left by the committed blocks and returns the new state separately ("pending"); only
-`advance(pending)` makes it the decoder's state, so a rejected draft leaves no trace. Decoding the committed blocks
-one after another gives the same frames as one decode of the whole latent video (the same causal caches, in the
-same order).
-
-The decoder drives the VAE's own modules (`first_stage_model.conv2` and `first_stage_model.decoder`) rather than
-`VAE.decode`, which always starts from an empty cache. Consequently ComfyUI's out-of-memory fallback to tiled
-decoding does not apply here (a block is 3 latent frames; tiling is rarely needed at that size).
+The causal decode itself is the pack's own (samplers/models/wan_vae_decode.py), run over the loaded VAE's modules
+and weights: ComfyUI's private cache helpers and cache rules for the Wan VAE changed in v0.18.1 and may change
+again, its state-dict names did not. ComfyUI's out-of-memory fallback to tiled decoding does not apply here (a
+block is 3 latent frames, decoded one latent frame at a time).
 """
 from dataclasses import dataclass
 
 import torch
+
+from ...samplers.models.wan_vae_decode import decode_frames
 
 
 @dataclass
 class PendingDecodeState:
     """The VAE's causal state after decoding one block; `advance()` makes it the decoder's state.
 
-    causal_cache: list, one entry per causal convolution of the decoder (a tensor, 'Rep' or None).
+    state: the causal decode's state (samplers/models/wan_vae_decode.py), a new dict per decode.
     base_latent_frames: latent frames committed when the block was decoded (the state it continued from).
     latent_frames: latent frames in the block.
     """
-    causal_cache: list
+    state: dict
     base_latent_frames: int
     latent_frames: int
 
@@ -57,7 +55,7 @@ class WanStreamingDecoder:
                 f"{type(first_stage_model).__name__}")
         self.vae = vae
         self.process_latent_out = process_latent_out if process_latent_out is not None else (lambda latent: latent)
-        self.causal_cache = None  # None until the first block is committed: the VAE starts from empty caches
+        self.state = None  # None until the first block is committed: the video's start
         self.committed_latent_frames = 0
 
     @property
@@ -67,33 +65,16 @@ class WanStreamingDecoder:
     @torch.no_grad()
     def decode(self, latent_block):
         """latent_block `[B, C, F, h, w]` (diffusion model's latent space) -> (frames `[B*n, H, W, 3]`, pending)."""
-        import comfy.ldm.wan.vae
-
         if latent_block.ndim != 5 or latent_block.shape[1] != self.latent_channels:
             raise ValueError(
                 f"latent_block: expected [B, {self.latent_channels}, F, h, w], got {list(latent_block.shape)}")
         vae = self.vae
-        first_stage_model = vae.first_stage_model
-        samples = self.process_latent_out(latent_block)
-
-        if self.causal_cache is None:
-            causal_cache = [None] * comfy.ldm.wan.vae.count_conv3d(first_stage_model.decoder)
-        else:
-            # A shallow copy is enough: the decoder replaces list entries with new tensors and never writes into a
-            # cached tensor, so the committed state stays intact whatever happens to this copy.
-            causal_cache = list(self.causal_cache)
-
-        latent = first_stage_model.conv2(samples.to(vae.vae_dtype).to(vae.device))  # 1x1x1 conv: frame-local
-        pieces = []
-        for frame in range(latent.shape[2]):
-            # One latent frame per call, the way WanVAE.decode walks a video; feat_idx restarts at 0 each time.
-            pieces.append(first_stage_model.decoder(latent[:, :, frame:frame + 1], feat_cache=causal_cache,
-                                                    feat_idx=[0]))
-        pixels = vae.process_output(torch.cat(pieces, dim=2).to(vae.output_device).float())  # [B, 3, n, H, W]
+        samples = self.process_latent_out(latent_block).to(device=vae.device, dtype=vae.vae_dtype)
+        pixels, state = decode_frames(vae.first_stage_model, samples, self.state)
+        pixels = vae.process_output(pixels.to(vae.output_device).float())  # [B, 3, n, H, W]
         frames = pixels.movedim(1, -1)  # [B, n, H, W, 3]
         frames = frames.reshape(-1, *frames.shape[-3:])
-        pending = PendingDecodeState(causal_cache, self.committed_latent_frames, latent_block.shape[2])
-        return frames, pending
+        return frames, PendingDecodeState(state, self.committed_latent_frames, latent_block.shape[2])
 
     def advance(self, pending):
         """Make the state after `pending`'s block the decoder's state (call only for committed blocks)."""
@@ -101,7 +82,7 @@ class WanStreamingDecoder:
             raise ValueError(
                 f"pending: this block was decoded after {pending.base_latent_frames} committed latent frames, but "
                 f"{self.committed_latent_frames} are committed now; decode it again from the current state")
-        self.causal_cache = pending.causal_cache
+        self.state = pending.state
         self.committed_latent_frames += pending.latent_frames
 
 

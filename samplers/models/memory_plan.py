@@ -149,9 +149,71 @@ def check_fits(plan, available_bytes, device="the device"):
     inputs = plan.inputs
     drivers = ", ".join(f"{key} {value}" for key, value in inputs.items() if key != "protocols")
     protocols = ", ".join(f"{name}_protocol {protocol}" for name, protocol in inputs.get("protocols", {}).items())
+    advice = "; ".join(memory_advice(plan))
     raise MemoryPlanError(
         f"SDVG needs {plan.total_bytes:,} bytes ({plan.total_bytes / GIB:.2f} GiB) on {device} but only "
         f"{int(available_bytes):,} bytes ({available_bytes / GIB:.2f} GiB) can be made free there. Plan: "
-        f"{plan.describe()}. Driven by: {drivers}, {protocols}. Lower width / height or num_blocks, give a "
-        "self_forcing model a window (local_attn_frames), or run the target under krea_realtime (its cache holds "
-        "context_frames + frames_per_block frames whatever the length).")
+        f"{plan.describe()}. Driven by: {drivers}, {protocols}. Options: {advice}.")
+
+
+def memory_advice(plan):
+    """What would shrink this plan, given the run's own protocols and inputs: only changes the run can still make
+    (no "use krea_realtime" for a target that already does, no "fewer blocks" when no cache grows with them)."""
+    inputs = plan.inputs
+    video_frames = inputs.get("num_blocks", 0) * inputs.get("frames_per_block", 0)
+    window = inputs.get("local_attn_frames", 0)
+    advice = ["lower width / height (every cache, text K/V aside, scales with the pixels)"]
+    growing = [name for name, model in plan.models.items()
+               if model.protocol == "self_forcing" and model.cache_frames == video_frames]
+    if growing:
+        advice.append(f"fewer num_blocks (the {' and '.join(growing)} cache holds the whole video, "
+                      f"{video_frames} latent frames)")
+    self_forcing = [name for name, model in plan.models.items() if model.protocol == "self_forcing"]
+    if self_forcing and not window:
+        advice.append(f"give the self_forcing {' and '.join(self_forcing)} a window (local_attn_frames, e.g. 12 with "
+                      "sink_frames 3: the cache then holds 12 frames whatever the length)")
+    elif self_forcing and window > inputs.get("frames_per_block", 0) + inputs.get("sink_frames", 0):
+        advice.append(f"a smaller local_attn_frames (now {window})")
+    target = plan.models.get("target")
+    if target is not None and target.protocol == "self_forcing":
+        advice.append("run the target under krea_realtime if its checkpoint was released for it (its cache holds "
+                      "context_frames + frames_per_block frames whatever the length)")
+    if any(model.protocol == "krea_realtime" for model in plan.models.values()) and inputs.get("context_frames", 3) > 3:
+        advice.append(f"fewer context_frames (now {inputs['context_frames']}; Krea's release uses 3)")
+    return advice
+
+
+def weight_bytes(config, dtype=torch.bfloat16):
+    """Bytes of a Wan DiT's weights stored in `dtype` (its parameter count from the model built on the meta device;
+    ComfyUI's fp8 weight_dtype stores all but a couple of small tensors in 8 bits)."""
+    from .wan import WanDiT
+
+    with torch.device("meta"):
+        parameters = sum(parameter.numel() for parameter in WanDiT(config).parameters())
+    return parameters * torch.empty((), dtype=dtype).element_size()
+
+
+# The SDVG template's run: 832x480, 7 blocks of 3 latent frames, the paper's pair.
+TEMPLATE_RUN = dict(width=832, height=480, num_blocks=7, frames_per_block=3)
+TARGET_WEIGHT_DTYPES = (("default (bf16)", torch.bfloat16), ("fp8_e4m3fn", torch.float8_e4m3fn))
+
+
+def device_memory_rows(compute_dtype=torch.bfloat16):
+    """What the SDVG template needs on its device, per weight_dtype of the 14B target: [(label, target weights,
+    drafter weights, plan, target + plan, both + plan)] in bytes. The plan (caches, text K/V, activations) is in the
+    compute dtype, which fp8 weights do not change (ComfyUI computes in bf16 and casts the weights)."""
+    plan = memory_plan({"drafter": (WAN_1_3B, "self_forcing", compute_dtype),
+                        "target": (WAN_14B, "krea_realtime", compute_dtype)}, **TEMPLATE_RUN)
+    drafter = weight_bytes(WAN_1_3B, torch.bfloat16)
+    return [(label, weight_bytes(WAN_14B, dtype), drafter, plan.total_bytes, weight_bytes(WAN_14B, dtype) +
+             plan.total_bytes, weight_bytes(WAN_14B, dtype) + drafter + plan.total_bytes)
+            for label, dtype in TARGET_WEIGHT_DTYPES]
+
+
+def device_memory_table():
+    """The docs' table of what fits where (markdown, GiB): `device_memory_rows`."""
+    rows = ["| target weight_dtype | 14B target weights | 1.3B drafter weights (bf16) | run plan | target + plan "
+            "(drafter offloaded between its calls) | both models + plan |", "|---|---|---|---|---|---|"]
+    for label, *sizes in device_memory_rows():
+        rows.append(f"| {label} | " + " | ".join(f"{size / GIB:.1f} GiB" for size in sizes) + " |")
+    return "\n".join(rows)

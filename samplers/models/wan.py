@@ -477,7 +477,8 @@ def _check_wan_keys(state_dict, source):
             f"{source} is not a Wan 2.1 DiT with original names: missing {missing} ({_describe_keys(keys)}). "
             "Expected keys like 'patch_embedding.weight', 'blocks.0.self_attn.q.weight', 'head.head.weight', "
             "optionally all prefixed by 'model.' or 'model.diffusion_model.'. Self-Forcing .pt checkpoints: "
-            "convert them with scripts/convert_self_forcing.py.")
+            "load them with the Load Causal Wan Checkpoint node (or convert them with "
+            "scripts/convert_self_forcing.py).")
 
 
 def infer_config(state_dict, head_dim=128):

@@ -23,6 +23,17 @@ import {
   panelTooltip,
   parseNodeLocator,
   formatThreshold,
+  KIND_NODE_TYPES,
+  STALE_NOTE,
+  formatBytes,
+  formatScore,
+  nodeMatches,
+  nodesWithoutFreshStats,
+  promptRecord,
+  routeStats,
+  staleRecord,
+  warningRows,
+  wrapText,
   readStoredStats,
   sdvgCellColor,
   sdvgPanelModel,
@@ -51,7 +62,8 @@ test("event name matches the server's STATS_EVENT in nodes/glue/stats_events.py"
 
 test("normalizePayload accepts a dts payload and stringifies the node id", () => {
   assert.deepEqual(normalizePayload({ node: 7, kind: "dts", stats: DTS_STATS }),
-    { node: "7", kind: "dts", stats: DTS_STATS });
+    { node: "7", kind: "dts", promptId: null, stats: DTS_STATS });
+  assert.equal(normalizePayload({ node: 7, kind: "dts", prompt_id: "p-1", stats: DTS_STATS }).promptId, "p-1");
 });
 
 test("normalizePayload rejects unknown kinds, missing node ids and non-object stats", () => {
@@ -161,7 +173,9 @@ test("tau shows the baselines by name, whether it arrives as a number or as a st
   assert.equal(formatTau(Infinity), "+∞ (target only)");
   assert.equal(formatTau("inf"), "+∞ (target only)");
   assert.equal(formatTau("-inf"), "−∞ (draft only)");
-  assert.equal(formatTau(-0.7), "-0.70");
+  assert.equal(formatTau(-0.7), "-0.7");
+  assert.equal(formatTau(0.07), "0.07");
+  assert.equal(formatTau(0.123456), "0.1235");
 });
 
 test("formatSeconds and formatRatio switch precision with magnitude", () => {
@@ -244,4 +258,139 @@ test("formatThreshold keeps small rms thresholds readable", () => {
   assert.equal(formatThreshold(0.0002), "0.0002");
   assert.equal(formatThreshold(0.00030000000000000003), "0.0003");
   assert.equal(formatThreshold(11.5), "11.5");
+});
+
+
+// --- routing: statistics land only on the node of the prompt's own workflow, of the type that ran -------------
+
+const WORKFLOW_A = { path: "workflows/a.json" };
+const WORKFLOW_B = { path: "workflows/b.json" };
+const OUTPUT = {
+  "3": { class_type: "DTSSampler", inputs: {} },
+  "5": { class_type: "PrimitiveString", inputs: {} },
+  "9": { class_type: "SDVGSpeculativeVideo", inputs: {} },
+  "12:4": { class_type: "DTSKSampler", inputs: {} },
+};
+
+test("promptRecord keeps the class type of every node id of the queued prompt", () => {
+  const record = promptRecord(WORKFLOW_A, OUTPUT);
+  assert.equal(record.workflow, WORKFLOW_A);
+  assert.deepEqual(record.types, { "3": "DTSSampler", "5": "PrimitiveString", "9": "SDVGSpeculativeVideo",
+    "12:4": "DTSKSampler" });
+});
+
+test("routeStats applies a payload on screen only to the prompt's node of a matching type", () => {
+  const record = promptRecord(WORKFLOW_A, OUTPUT);
+  assert.deepEqual(routeStats({ node: "3", kind: "dts" }, record, WORKFLOW_A),
+    { action: "apply", nodeId: "3", type: "DTSSampler" });
+  assert.deepEqual(routeStats({ node: "12:4", kind: "dts" }, record, WORKFLOW_A),
+    { action: "apply", nodeId: "12:4", type: "DTSKSampler" });
+  assert.deepEqual(routeStats({ node: "9", kind: "sdvg" }, record, WORKFLOW_A),
+    { action: "apply", nodeId: "9", type: "SDVGSpeculativeVideo" });
+});
+
+test("routeStats keeps a payload for later while another workflow tab is on screen", () => {
+  const record = promptRecord(WORKFLOW_A, OUTPUT);
+  assert.deepEqual(routeStats({ node: "3", kind: "dts" }, record, WORKFLOW_B),
+    { action: "defer", nodeId: "3", type: "DTSSampler" });
+});
+
+test("routeStats drops payloads of prompts this page did not queue and of nodes of another type", () => {
+  const record = promptRecord(WORKFLOW_A, OUTPUT);
+  assert.equal(routeStats({ node: "3", kind: "dts" }, undefined, WORKFLOW_A).action, "drop");
+  assert.equal(routeStats({ node: "5", kind: "dts" }, record, WORKFLOW_A).action, "drop"); // a string Primitive
+  assert.equal(routeStats({ node: "9", kind: "dts" }, record, WORKFLOW_A).action, "drop"); // kind of another node
+  assert.equal(routeStats({ node: "3", kind: "sdvg" }, record, WORKFLOW_A).action, "drop");
+  assert.equal(routeStats({ node: "77", kind: "dts" }, record, WORKFLOW_A).action, "drop"); // not in the prompt
+});
+
+test("nodeMatches checks the node on screen has the type the prompt ran", () => {
+  assert.equal(nodeMatches({ type: "DTSSampler" }, "DTSSampler"), true);
+  assert.equal(nodeMatches({ type: "PrimitiveString" }, "DTSSampler"), false);
+  assert.equal(nodeMatches(null, "DTSSampler"), false);
+  assert.deepEqual(KIND_NODE_TYPES.sdvg, ["SDVGSpeculativeVideo"]);
+});
+
+test("nodesWithoutFreshStats names the pack's nodes of a failed prompt that neither reported nor came from cache", () => {
+  const record = promptRecord(WORKFLOW_A, OUTPUT);
+  record.received.add("3");
+  assert.deepEqual(nodesWithoutFreshStats(record),
+    [{ nodeId: "9", type: "SDVGSpeculativeVideo" }, { nodeId: "12:4", type: "DTSKSampler" }]);
+  record.cached.add("12:4");
+  assert.deepEqual(nodesWithoutFreshStats(record), [{ nodeId: "9", type: "SDVGSpeculativeVideo" }]);
+  assert.deepEqual(nodesWithoutFreshStats(undefined), []);
+});
+
+test("a stale record reads back and its panel says it is from an earlier run", () => {
+  const record = staleRecord(storedStatsRecord(normalizePayload({ node: "3", kind: "dts", stats: DTS_STATS })));
+  const stored = readStoredStats(JSON.parse(JSON.stringify({ [PROPERTY_KEY]: record })));
+  assert.equal(stored.stale, true);
+  const model = panelModel(stored.kind, stored.stats, { stale: stored.stale });
+  assert.equal(model.title, `DTS · ${STALE_NOTE}`);
+  assert.equal(panelTooltip(model).split("\n")[0], STALE_NOTE);
+  assert.equal(panelModel("dts", DTS_STATS).title, "DTS");
+  // A fresh record (what a successful run stores) has no stale flag.
+  assert.equal(storedStatsRecord(normalizePayload({ node: "3", kind: "dts", stats: DTS_STATS })).stale, undefined);
+});
+
+// --- the new fields ------------------------------------------------------------------------------------------
+
+test("formatScore gives the digits that put a score on its side of tau", () => {
+  assert.equal(formatScore(0.0664, 0.07), "0.066");
+  assert.equal(formatScore(0.0673, 0.07), "0.067");
+  assert.equal(formatScore(0.0701, 0.07), "0.0701");
+  assert.equal(formatScore(0.07, 0.07), "0.07");
+  assert.equal(formatScore(0.42, 0.07), "0.42");
+  assert.equal(formatScore(-1.25, -0.7), "-1.25");
+  assert.equal(formatScore(0.5, Infinity), "0.50");
+  assert.equal(formatScore(null, 0.07), "");
+});
+
+test("sdvg cells against tau 0.07: a rejected 0.0664 and an accepted 0.0673 read apart", () => {
+  const model = sdvgPanelModel({ tau: 0.07, blocks: [{ index: 0, score: 0.0664, accepted: false },
+    { index: 1, score: 0.0713, accepted: true }] });
+  assert.deepEqual(model.cells.map((cell) => cell.label), ["0.066", "0.071"]);
+  assert.match(model.cells[0].tooltip, /score 0\.0664$/);
+  assert.match(model.lines[0], /tau 0\.07$/);
+});
+
+test("sdvg panel shows warnings, the memory plan and target forwards saved when the stats hold them", () => {
+  const warning = "drafter: self_forcing without a window over 30 latent frames, past the 21 Self-Forcing was trained on";
+  const stats = { ...SDVG_STATS, warnings: [warning], target_forwards: 11, target_forwards_saved: 6,
+    memory_plan: { total_bytes: 3 * 2 ** 30, available_bytes: 7.5 * 2 ** 30, activation_bytes: 5, models: { a: 1 } } };
+  const compact = compactStats("sdvg", stats);
+  assert.deepEqual(compact.memory_plan, { total_bytes: 3 * 2 ** 30, available_bytes: 7.5 * 2 ** 30 });
+  assert.deepEqual(compact.warnings, [warning]);
+  const model = sdvgPanelModel(compact);
+  assert.ok(model.footer.includes("memory plan 3.00 GiB needed of 7.50 GiB available"), model.footer);
+  assert.ok(model.footer.includes("target forwards 11 · saved 6"), model.footer);
+  assert.deepEqual(model.warnings, [`⚠ ${warning}`]);
+  // Drawn: every word of the warning appears in the panel's text ops, wrapped within the panel.
+  const { ops, height } = panelDrawOps(model, PANEL_MIN_WIDTH, 0);
+  const text = ops.filter((op) => op.op === "text" && op.color === COLORS.warning).map((op) => op.text);
+  assert.equal(text.join(" "), `⚠ ${warning}`);
+  assert.ok(text.length > 1);
+  assert.equal(height, panelHeight(model, PANEL_MIN_WIDTH));
+  assert.ok(panelTooltip(model).endsWith(`⚠ ${warning}`));
+  // Without the new keys the footer is what it was.
+  assert.equal(sdvgPanelModel(SDVG_STATS).footer.length, 2);
+  assert.deepEqual(sdvgPanelModel(SDVG_STATS).warnings, []);
+});
+
+test("dts panel shows warnings when the stats hold them", () => {
+  const model = dtsPanelModel({ ...DTS_STATS, warnings: ["w1"] });
+  assert.deepEqual(model.warnings, ["⚠ w1"]);
+  assert.equal(panelHeight(model, 400) - panelHeight(dtsPanelModel(DTS_STATS), 400), PANEL_LAYOUT.lineHeight);
+});
+
+test("formatBytes switches to MiB below a tenth of a GiB", () => {
+  assert.equal(formatBytes(2 ** 30 * 28.5), "28.50 GiB");
+  assert.equal(formatBytes(2 ** 20 * 12), "12.00 MiB");
+  assert.equal(formatBytes(undefined), "–");
+});
+
+test("wrapText breaks at spaces and splits words longer than a line", () => {
+  assert.deepEqual(wrapText("aa bb cc", 5), ["aa bb", "cc"]);
+  assert.deepEqual(wrapText("abcdefgh", 3), ["abc", "def", "gh"]);
+  assert.deepEqual(warningRows({ warnings: [] }, 300), []);
 });

@@ -358,8 +358,9 @@ def test_benchmark_prints_dts_table_with_every_column(tiny_run):
 @pytest.mark.slow
 def test_benchmark_prints_sdvg_table_with_every_column(tiny_run):
     _, printed, _ = tiny_run
-    header = next(line for line in printed.splitlines() if line.startswith("| method | wall"))
-    for column in ("speedup", "accept", "retention", "router score", "success"):
+    header = next(line for line in printed.splitlines() if line.startswith("| method | success"))
+    for column in ("success [95% CI] of seeds (retention)", "McNemar", "DiT FLOPs per clip", "wall, CPU ms (speed-up)",
+                   "accept", "target forwards", "router score"):
         assert column in header
     for method in ("target-only", "draft-only", "SDVG tau"):
         assert f"| {method}" in printed
@@ -423,3 +424,126 @@ def test_benchmark_prints_the_oracle_router_row(tiny_run):
     assert "| SDVG, success check as router |" in printed
     oracle = result["sdvg"]["rows"][-1]
     assert oracle["name"] == "SDVG, success check as router" and 0.0 <= oracle["accept"] <= 1.0
+
+
+@pytest.mark.slow
+def test_benchmark_json_keeps_what_each_sdvg_row_costs_and_scores(tiny_run):
+    import json
+    result, _, out_dir = tiny_run
+    rows = json.loads((out_dir / "results.json").read_text())["sdvg"]["rows"]
+    assert [row["name"] for row in rows] == [row["name"] for row in result["sdvg"]["rows"]]
+    for row in rows:
+        for key in ("name", "tau", "seeds", "success", "seconds", "flops", "interval", "target_forwards"):
+            assert key in row, (row["name"], key)
+        assert row["seeds"] == 1 and row["flops"] > 0
+    by_name = {row["name"]: row for row in rows}
+    # draft-only makes only block 0 with the target, so it costs fewer FLOPs than target-only
+    assert by_name["draft-only"]["flops"] < by_name["target-only"]["flops"]
+    assert by_name["draft-only"]["target_forwards"] < by_name["target-only"]["target_forwards"]
+
+
+@pytest.mark.slow
+def test_benchmark_prints_every_success_rate_with_its_interval_and_seed_count(tiny_run):
+    _, printed, _ = tiny_run
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "| method |" not in line
+            and not line.startswith("| setting")]
+    table_rows = [line for line in rows if "%" in line and "of 1 (" in line]
+    assert len(table_rows) >= 8
+    for line in table_rows:
+        assert "[" in line and "] of 1" in line, line
+
+
+def test_wilson_interval_of_known_counts():
+    from bench.stats import rate, wilson
+    low, high = wilson(0, 10)
+    assert low == 0.0 and high == pytest.approx(1.959964 ** 2 / (10 + 1.959964 ** 2), rel=1e-6)
+    low, high = wilson(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(10 / (10 + 1.959964 ** 2), rel=1e-6)
+    assert wilson(21, 40) == pytest.approx((0.37497, 0.67065), abs=1e-5)
+    assert rate(26, 32) == "81% [65, 91] of 32"
+
+
+def test_mcnemar_exact_p_of_known_tables():
+    from bench.stats import mcnemar
+    assert mcnemar([True] * 5, [True] * 5) == (1.0, 0, 0)
+    # 6 discordant seeds all one way: p = 2 / 2^6
+    assert mcnemar([True] * 6 + [False], [False] * 7) == (pytest.approx(2 / 64), 6, 0)
+    # 1 vs 4: p = 2 * (1 + 5) / 32
+    a = [True, False, False, False, False]
+    assert mcnemar(a, [not x for x in a]) == (pytest.approx(12 / 32), 1, 4)
+    with pytest.raises(ValueError, match="same seeds"):
+        mcnemar([True], [True, False])
+
+
+def test_seed_ranges_have_one_job_each_and_the_tables_use_the_report_range():
+    from bench.run import Settings
+    from bench.world import CHOICE_SEEDS, REPORT_SEEDS, TRAINING_SEEDS
+    ranges = [set(TRAINING_SEEDS), set(CHOICE_SEEDS), set(REPORT_SEEDS)]
+    assert all(not (a & b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
+    quick = Settings.quick()
+    assert quick.seeds == "report" and quick.seed(0) == REPORT_SEEDS.start
+    assert min(quick.dts_seeds, quick.default_dts_seeds, quick.sdvg_seeds) >= 32
+    assert Settings(seeds="choice").seed(3) == CHOICE_SEEDS.start + 3
+    with pytest.raises(ValueError, match="Settings.seeds"):
+        Settings(seeds="eval").seed(0)
+
+
+def test_main_job_writes_into_a_git_ignored_folder():
+    import subprocess
+    from bench.run import RESULTS_DIR
+    root = os.path.dirname(os.path.dirname(RESULTS_DIR))
+    if not os.path.exists(os.path.join(root, ".git")):
+        pytest.skip("not a git checkout")
+    probe = os.path.join(os.path.relpath(RESULTS_DIR, root), "tables.md")
+    ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=root)
+    assert ignored.returncode == 0, f"{probe} is not git-ignored"
+
+
+def test_distillation_loss_is_zero_only_for_the_teachers_velocity():
+    # The drafter learns v = noise - x0 of the target's clip on one block after clean committed blocks: a model
+    # that returns exactly that velocity has zero loss, and the loss ignores every other frame.
+    from bench.models import DRAFTER_SIGMAS
+    from bench.train import distil_step
+
+    clips = torch.randn(2, 3, 12, 16, 16)
+    context = torch.zeros(2, 36, TEXT_DIM)
+    seen = {}
+
+    class Oracle(torch.nn.Module):
+        def forward(self, noisy, timestep, context, frames_per_block):
+            seen["timestep"] = timestep.clone()
+            sigma = timestep[:, None, :, None, None] / 1000.0
+            frames = noisy.shape[2]
+            clean = clips[:, :, :frames]
+            noise = torch.where(sigma > 0, (noisy - (1 - sigma) * clean) / sigma.clamp(min=1e-6), 0.0)
+            out = noise - clean
+            out[:, :, :-3] = 123.0  # whatever it says about committed frames must not count
+            return out
+
+    loss = distil_step(Oracle(), clips, context, torch.Generator().manual_seed(0), 3, DRAFTER_SIGMAS)
+    assert float(loss) == pytest.approx(0.0, abs=1e-8)
+    timestep = seen["timestep"]
+    assert timestep.shape[1] >= 6 and (timestep[:, :-3] == 0).all()  # block 0 is never the drafter's
+    assert {round(float(t) / 1000, 4) for t in timestep[:, -3:].flatten()} <= {0.9999, 0.75, 0.5, 0.25}
+
+
+def test_drafter_starts_from_the_targets_weights_on_its_channels():
+    # The distilled drafter is initialised from the target (bench.train.slice_target): its embeddings, its one
+    # layer and its head are the target's restricted to DRAFTER_CHANNELS, and so is its position embedding.
+    from bench.models import DRAFTER_CHANNELS, build_model, model_position_embedding
+    from bench.train import init_weights, slice_target
+    target = build_model("target")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in target.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    drafter = slice_target(init_weights(build_model("drafter")), target.state_dict(), layer=1)
+    channels = list(DRAFTER_CHANNELS)
+    assert len(channels) == drafter.config.dim
+    assert torch.equal(drafter.patch_embedding.weight, target.patch_embedding.weight[channels])
+    assert torch.equal(drafter.head.head.weight, target.head.head.weight[:, channels])
+    assert torch.equal(drafter.blocks[0].self_attn.q.weight, target.blocks[1].self_attn.q.weight[:96][:, channels])
+    assert torch.equal(drafter.blocks[0].cross_attn.o.weight, target.blocks[1].cross_attn.o.weight[channels][:, :96])
+    projection = target.time_projection[1].weight.reshape(6, 128, 128)
+    assert torch.equal(drafter.time_projection[1].weight.reshape(6, 96, 96), projection[:, channels][:, :, channels])
+    assert torch.equal(model_position_embedding(96, 3, 4, 4, 6), model_position_embedding(128, 3, 4, 4, 6)[channels])

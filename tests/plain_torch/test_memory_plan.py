@@ -61,6 +61,50 @@ def test_a_plan_that_does_not_fit_names_bytes_and_the_inputs_driving_them():
         check_fits(plan, 1000, "cuda:0")
 
 
+def refusal(drafter_protocol, target_protocol, **inputs):
+    import pytest
+
+    from samplers.models.memory_plan import MemoryPlanError, WAN_1_3B, check_fits
+
+    plan = memory_plan({"drafter": (WAN_1_3B, drafter_protocol, torch.bfloat16),
+                        "target": (WAN_14B, target_protocol, torch.bfloat16)},
+                       **{**dict(width=832, height=480, num_blocks=9), **inputs})
+    with pytest.raises(MemoryPlanError) as error:
+        check_fits(plan, 1000)
+    return str(error.value).split("Options: ", 1)[1]
+
+
+def test_refusal_never_advises_the_protocol_the_target_already_runs():
+    assert "run the target under krea_realtime" in refusal("self_forcing", "self_forcing")
+    assert "krea_realtime" not in refusal("self_forcing", "krea_realtime")
+
+
+def test_refusal_advises_a_window_only_to_self_forcing_models_without_one():
+    paper_pair = refusal("self_forcing", "krea_realtime")
+    assert "give the self_forcing drafter a window" in paper_pair and "fewer num_blocks (the drafter cache" in paper_pair
+    windowed = refusal("self_forcing", "krea_realtime", local_attn_frames=12, sink_frames=3)
+    assert "give the self_forcing" not in windowed and "a smaller local_attn_frames (now 12)" in windowed
+    assert "num_blocks" not in windowed  # a window of 12 caps the cache below the 27-frame video
+    krea_only = refusal("krea_realtime", "krea_realtime")
+    assert "window" not in krea_only and "num_blocks" not in krea_only and "width / height" in krea_only
+
+
+def test_docs_what_fits_where_table_is_what_the_function_computes():
+    from samplers.models.memory_plan import device_memory_table
+
+    with open(os.path.join(REPO, "docs", "sdvg.md")) as handle:
+        assert device_memory_table() in handle.read()
+
+
+def test_fp8_target_weights_take_half_of_bf16_and_the_plan_does_not_change():
+    from samplers.models.memory_plan import device_memory_rows
+
+    (_, bf16, drafter, plan, alone, both), (_, fp8, drafter8, plan8, alone8, both8) = device_memory_rows()
+    assert bf16 == 2 * fp8 and (drafter, plan) == (drafter8, plan8)
+    assert (alone, both, alone8, both8) == (bf16 + plan, bf16 + drafter + plan, fp8 + plan, fp8 + drafter + plan)
+    assert round(bf16 / 1e9, 1) == 28.6  # Krea Realtime 14B in bf16: ~28.6 GB (14.3 billion parameters)
+
+
 def test_a_self_forcing_targets_plan_holds_its_deferred_commit_of_every_earlier_block_and_its_mask():
     from samplers.models.memory_plan import WAN_1_3B, memory_plan
 

@@ -172,3 +172,54 @@ def test_the_self_forcing_converter_names_a_raw_pickle(tmp_path):
     with pytest.raises(ModelFileError) as error:
         converter.convert(path, str(tmp_path / "out.safetensors"))
     check_message(error, path, "not a PyTorch weights file", "Self-Forcing checkpoint")
+
+
+# ------------------------------------------------------------------------------- Self-Forcing checkpoints (.pt)
+
+def self_forcing_layout(model, shift=1.0):
+    """Self-Forcing's .pt layout: generator, generator_ema (here the generator + shift) and critic, keys "model."."""
+    generator = {f"model.{name}": value.clone() for name, value in model.state_dict().items()}
+    return {"generator": generator, "critic": {"model.w": torch.zeros(1)},
+            "generator_ema": {name: value + shift for name, value in generator.items()}}
+
+
+def test_self_forcing_reader_picks_generator_ema_then_generator_then_a_flat_state_dict(tmp_path):
+    from samplers.models.self_forcing_files import read_self_forcing_checkpoint
+
+    model, path = tiny_wan(), str(tmp_path / "self_forcing_dmd.pt")
+    layout = self_forcing_layout(model)
+    weight = model.state_dict()["head.head.weight"]
+    for checkpoint, key, expected_key, shift in ((layout, "auto", "generator_ema", 1.0),
+                                                 (layout, "generator", "generator", 0.0),
+                                                 ({"generator": layout["generator"]}, "auto", "generator", 0.0),
+                                                 (layout["generator"], "auto", None, 0.0)):
+        torch.save(checkpoint, path)
+        state_dict, chosen, config = read_self_forcing_checkpoint(path, key, head_dim=32)
+        assert chosen == expected_key and set(state_dict) == set(model.state_dict()) and config == model.config
+        assert torch.equal(state_dict["head.head.weight"], weight + shift)
+
+
+def test_self_forcing_reader_names_the_file_the_missing_key_and_what_it_found(tmp_path):
+    from samplers.models.self_forcing_files import read_self_forcing_checkpoint
+
+    path = str(tmp_path / "self_forcing_dmd.pt")
+    torch.save({"critic": {"model.w": torch.zeros(1)}, "step": torch.tensor(3)}, path)
+    with pytest.raises(ModelFileError) as error:
+        read_self_forcing_checkpoint(path)
+    check_message(error, path, "['critic']", "generator_ema or generator", "gdhe17/Self-Forcing")
+    with pytest.raises(ModelFileError) as error:
+        read_self_forcing_checkpoint(path, "generator")
+    check_message(error, path, "no 'generator' entry", "['critic']")
+
+
+def test_self_forcing_reader_refuses_a_generator_of_another_shape_naming_the_parameter(tmp_path):
+    from samplers.models.self_forcing_files import read_self_forcing_checkpoint
+    from samplers.models.wan import WanFormatError
+
+    path = str(tmp_path / "self_forcing_dmd.pt")
+    layout = self_forcing_layout(tiny_wan())
+    layout["generator_ema"]["model.blocks.0.ffn.2.weight"] = torch.zeros(3, 3)
+    torch.save(layout, path)
+    with pytest.raises(WanFormatError) as error:
+        read_self_forcing_checkpoint(path, head_dim=32)
+    check_message(error, path, "['generator_ema']", "blocks.0.ffn.2.weight has shape (3, 3)")

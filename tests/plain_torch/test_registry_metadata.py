@@ -8,6 +8,7 @@ import subprocess
 import tomllib
 
 from support import REPO
+from support.workflows import SDVG
 
 with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
     PYPROJECT = tomllib.load(handle)
@@ -38,7 +39,8 @@ def test_minimum_comfyui_version_is_declared_under_tool_comfy():
 
 def archive_files():
     """The git-tracked files minus .comfyignore's patterns: what `comfy node publish` packs."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split("\0")[:-1]  # NUL-separated: template names hold spaces
     with open(os.path.join(REPO, ".comfyignore"), encoding="utf-8") as handle:
         patterns = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
 
@@ -57,7 +59,7 @@ def archive_files():
 def test_the_archive_ships_what_comfyui_loads_and_not_the_developer_tooling():
     files = archive_files()
     for needed in ("__init__.py", "nodes/sdvg.py", "nodes/glue/placement.py", "samplers/methods/dts.py",
-                   "samplers/models/wan.py", "js/speculative_stats.js", "example_workflows/sdvg_selfforcing_krea.json",
+                   "samplers/models/wan.py", "js/speculative_stats.js", f"example_workflows/{SDVG}.json",
                    "scripts/convert_self_forcing.py", "scripts/convert_image_reward.py", "LICENSE", "README.md",
                    "requirements.txt", "pyproject.toml"):
         assert needed in files, needed

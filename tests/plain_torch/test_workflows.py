@@ -5,11 +5,10 @@ the nodes' slots; each workflow has a Note naming the model files it loads; and 
 nodes match the nodes' current inputs (count, order, type, bounds, fixed choices), so renaming or reordering an
 input breaks this test instead of the users' saved workflows.
 
-What needs ComfyUI: the V3 node modules (nodes/dts.py, nodes/reward.py) import ComfyUI's comfy_api, so the pack as
-a whole and their nodes are read only by tests/with_comfyui/test_workflows_comfyui.py (in-process ComfyUI, on every
-ComfyUI version the suite runs on): which node types are the pack's, and those nodes' widget values. Here, without
-ComfyUI, the V1 node modules are read on their own and their nodes' widgets checked. Core nodes' widget values are
-checked against a live server's /object_info by tests/with_server/test_e2e_comfyui.py.
+What needs ComfyUI: every node module (nodes/dts.py, nodes/reward.py, nodes/sdvg.py) is V3 and imports ComfyUI's
+comfy_api, so the pack's nodes are read only by tests/with_comfyui/test_workflows_comfyui.py (in-process ComfyUI, on
+every ComfyUI version the suite runs on): which node types are the pack's, and those nodes' widget values. Core
+nodes' widget values are checked against a live server's /object_info by tests/with_server/test_e2e_comfyui.py.
 
 Also here: the UI -> API conversion of tests/support/e2e.py on small hand-made cases.
 """
@@ -17,15 +16,14 @@ import pytest
 
 from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_value, drop_unreferenced,
                          is_widget_input, link_problems, ui_to_api, ui_widget_inputs)
-from support.workflows import (EXPECTED_WORKFLOWS, WORKFLOW_FILES, HideComfyUI, load_workflow, node_info,
-                               pack_nodes_in_workflows, v1_node_classes_readable_without_comfyui, widget_problems)
+from support.workflows import (DTS_SD15, DTS_WAN, EXPECTED_WORKFLOWS, LOADER_FOLDERS, MODEL_SUFFIXES, SDVG,
+                               TITLE_HEIGHT, WORKFLOW_FILES, load_workflow, node_box, overlapping_nodes,
+                               v1_node_classes_readable_without_comfyui)
 
 
-@pytest.fixture(scope="module")
-def v1_nodes():
+def test_every_node_file_is_v3_and_read_by_the_comfyui_suite():
     classes, needs_comfyui = v1_node_classes_readable_without_comfyui()
-    assert needs_comfyui == ["dts", "reward"], needs_comfyui  # the V3 files; sdvg.py is V1 until it migrates
-    return classes
+    assert classes == {} and needs_comfyui == ["dts", "reward", "sdvg"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,10 +61,72 @@ def test_a_note_names_every_model_file_and_its_folder(file_name):
     assert "models/" in notes, f"the Note of {file_name} does not name the model folders"
 
 
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_no_two_nodes_overlap_title_bars_included(file_name):
+    assert overlapping_nodes(load_workflow(file_name)) == []
+
+
+def test_overlap_check_counts_the_title_bar_above_pos():
+    lower = {"id": 2, "pos": [0, 100], "size": [100, 50]}
+    assert node_box(lower) == (0, 100 - TITLE_HEIGHT, 100, 150)
+    # The upper body ends 10 px above the lower body: the lower one's title bar covers that gap and more.
+    assert overlapping_nodes({"nodes": [{"id": 1, "pos": [0, 0], "size": [100, 90]}, lower]}) == [(1, 2)]
+    assert overlapping_nodes({"nodes": [{"id": 1, "pos": [0, 0], "size": [100, 70]}, lower]}) == []
+
+
+@pytest.mark.parametrize("file_name", WORKFLOW_FILES)
+def test_every_model_file_a_workflow_loads_has_a_download_entry(file_name):
+    """ComfyUI's missing-models dialog reads a loader's properties.models: name, url, directory."""
+    problems, loaded = [], 0
+    for node in load_workflow(file_name)["nodes"]:
+        files = [value for value in node.get("widgets_values") or []
+                 if isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES)]
+        entries = {entry["name"]: entry for entry in (node.get("properties") or {}).get("models", [])}
+        for name in files if node["type"] not in ("Note", "MarkdownNote") else ():
+            loaded += 1
+            entry = entries.get(name)
+            if entry is None:
+                problems.append(f"node {node['id']} ({node['type']}) loads {name} without a models entry")
+            elif not (entry["url"].startswith("https://huggingface.co/")
+                      and entry["url"].split("?")[0].endswith("/" + name)
+                      and entry["directory"] == LOADER_FOLDERS[node["type"]]):
+                problems.append(f"node {node['id']} ({node['type']}): entry {entry} does not fetch {name} into "
+                                f"{LOADER_FOLDERS[node['type']]}/")
+    assert loaded and problems == []
+
+
+def test_sdvg_template_loads_the_files_krea_and_self_forcing_publish():
+    nodes = {node["type"]: node for node in load_workflow(f"{SDVG}.json")["nodes"]}
+    assert nodes["UNETLoader"]["widgets_values"][0] == "krea-realtime-video-14b.safetensors"
+    assert nodes["UNETLoader"]["properties"]["models"][0]["url"].startswith(
+        "https://huggingface.co/krea/krea-realtime-video/")
+    assert nodes["LoadCausalWanCheckpoint"]["widgets_values"] == ["self_forcing_dmd.pt", "default", "auto"]
+    assert nodes["LoadCausalWanCheckpoint"]["properties"]["models"][0]["url"] == (
+        "https://huggingface.co/gdhe17/Self-Forcing/resolve/main/checkpoints/self_forcing_dmd.pt")
+
+
+def test_sdvg_note_states_what_fits_where_as_the_memory_plan_computes_it():
+    from samplers.models.memory_plan import GIB, device_memory_rows
+
+    note = next(node for node in load_workflow(f"{SDVG}.json")["nodes"] if node["type"] == "Note")
+    text = note["widgets_values"][0]
+    for _, *sizes in device_memory_rows():
+        for size in sizes:
+            assert f"{size / GIB:.1f} GiB" in text, (size / GIB, text)
+
+
+def test_template_names_read_as_titles_and_travel_in_urls():
+    """The frontend shows a custom-node template's file name as its title and (with - and _ as spaces) as its
+    description; the name is also a URL path segment and a file name on every system."""
+    for name in EXPECTED_WORKFLOWS:
+        assert name.split()[0] in ("DTS", "SDVG") and " " in name and "_" not in name
+        assert not set(name) & set('<>:"/\\|?*#%&+'), name
+
+
 @pytest.mark.parametrize("file_name, pack_nodes", [
-    ("dts_wan21_t2v.json", {"DTSSampler"}),
-    ("dts_ksampler_sd15.json", {"DTSKSampler"}),
-    ("sdvg_selfforcing_krea.json", {"SDVGSpeculativeVideo", "LoadImageRewardRouter"}),
+    (f"{DTS_WAN}.json", {"DTSSampler"}),
+    (f"{DTS_SD15}.json", {"DTSKSampler"}),
+    (f"{SDVG}.json", {"SDVGSpeculativeVideo", "LoadImageRewardRouter", "LoadCausalWanCheckpoint"}),
 ])
 def test_workflow_uses_its_pack_nodes(file_name, pack_nodes):
     types = {node["type"] for node in load_workflow(file_name)["nodes"]}
@@ -74,45 +134,9 @@ def test_workflow_uses_its_pack_nodes(file_name, pack_nodes):
 
 
 def test_dts_wan_workflow_runs_dts_on_a_100_step_schedule():
-    nodes = load_workflow("dts_wan21_t2v.json")["nodes"]
+    nodes = load_workflow(f"{DTS_WAN}.json")["nodes"]
     scheduler = next(node for node in nodes if node["type"] == "BasicScheduler")
     assert scheduler["widgets_values"][1] == 100  # BasicScheduler widgets: scheduler, steps, denoise
-
-
-def test_v1_pack_widget_values_match_inputs_without_comfyui(v1_nodes):
-    checked, problems = set(), []
-    for file_name, node in pack_nodes_in_workflows(v1_nodes):
-        try:
-            with HideComfyUI():
-                info = node_info(v1_nodes[node["type"]])
-        except ImportError:
-            continue  # this V1 node's INPUT_TYPES lists ComfyUI's choices: the ComfyUI suite checks it
-        checked.add(node["type"])
-        problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
-    assert checked >= {"SDVGSpeculativeVideo"}, checked
-    assert problems == []
-
-
-def sdvg_node_and_info(v1_nodes):
-    node = next(node for node in load_workflow("sdvg_selfforcing_krea.json")["nodes"]
-                if node["type"] == "SDVGSpeculativeVideo")
-    return node, node_info(v1_nodes["SDVGSpeculativeVideo"])
-
-
-def test_a_renamed_pack_input_is_reported(v1_nodes):
-    node, info = sdvg_node_and_info(v1_nodes)
-    assert widget_problems(node, info) == []
-    required = info["input"]["required"]
-    info["input"]["required"] = {("threshold" if name == "tau" else name): spec for name, spec in required.items()}
-    info["input_order"]["required"] = list(info["input"]["required"])
-    assert any("threshold" in problem for problem in widget_problems(node, info))
-
-
-def test_a_new_pack_input_is_reported(v1_nodes):
-    node, info = sdvg_node_and_info(v1_nodes)
-    info["input"]["required"]["extra_knob"] = ("INT", {"default": 1})
-    info["input_order"]["required"].append("extra_knob")
-    assert any("widget values for" in problem for problem in widget_problems(node, info))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,6 +176,19 @@ def test_seed_input_gets_a_control_after_generate_slot():
 def test_control_after_generate_flag_adds_the_slot_to_any_int_input():
     info = {"input": {"required": {"noise": ["INT", {"control_after_generate": True}]}}}
     assert ui_widget_inputs(info) == ["noise", CONTROL_AFTER_GENERATE]
+
+
+def test_a_dynamic_combos_chosen_option_brings_its_widgets_named_under_it_and_hidden_inputs_show_none():
+    codec = ["COMFY_DYNAMICCOMBO_V3", {"options": [
+        {"key": "auto", "inputs": {"required": {}}},
+        {"key": "h264", "inputs": {"required": {"crf": ["FLOAT", {"default": 23.0}]}}}]}]
+    info = {"input": {"required": {
+        "prefix": ["STRING", {}],
+        "format": ["COMFY_DYNAMICCOMBO_V3", {"options": [{"key": "mp4", "inputs": {"required": {"codec": codec}}}]}]},
+        "optional": {"codec": [codec[0], dict(codec[1], hidden=True)]}}}
+    assert ui_widget_inputs(info, ["v", "mp4", "auto"]) == ["prefix", "format", "format.codec"]
+    assert ui_widget_inputs(info, ["v", "mp4", "h264", 20.0]) == ["prefix", "format", "format.codec",
+                                                                  "format.codec.crf"]
 
 
 def test_force_input_is_a_socket_not_a_widget():
@@ -200,7 +237,7 @@ def test_drop_unreferenced_keeps_output_nodes_and_what_they_use():
 
 
 def test_sdvg_example_types_the_prompt_once_for_the_text_encoder_and_the_router():
-    workflow = load_workflow("sdvg_selfforcing_krea.json")
+    workflow = load_workflow(f"{SDVG}.json")
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
 
@@ -212,3 +249,17 @@ def test_sdvg_example_types_the_prompt_once_for_the_text_encoder_and_the_router(
     text_source = source("CLIPTextEncode", "text")
     assert text_source is not None and text_source == source("SDVGSpeculativeVideo", "router_prompt")
     assert nodes[text_source[0]]["widgets_values"][0].strip()
+
+
+def test_conversion_gives_widgets_appended_after_the_save_their_defaults():
+    info = {"input": {"required": {"images": ["IMAGE"], "fps": ["FLOAT", {"default": 30.0}],
+                                   "bit_depth": [["8-bit", "10-bit"], {"default": "8-bit"}]}},
+            "input_order": {"required": ["images", "fps", "bit_depth"]}}
+    workflow = {"nodes": [{"id": 1, "type": "CreateVideo", "mode": 0, "widgets_values": [16],
+                           "inputs": [{"name": "images", "type": "IMAGE", "link": None},
+                                      {"name": "fps", "type": "FLOAT", "widget": {"name": "fps"}, "link": None}],
+                           "outputs": []}], "links": []}
+    assert ui_to_api(workflow, {"CreateVideo": info})["1"]["inputs"] == {"fps": 16, "bit_depth": "8-bit"}
+    workflow["nodes"][0]["inputs"][1]["widget"]["name"] = "rate"  # a renamed widget is no appended one
+    with pytest.raises(ConversionError, match="1 widget values for 2 widgets"):
+        ui_to_api(workflow, {"CreateVideo": info})

@@ -68,14 +68,32 @@ def ordered_inputs(node_info):
     return result
 
 
-def ui_widget_inputs(node_info):
-    """Names of the values in a UI node's widgets_values, in order; CONTROL_AFTER_GENERATE marks the extra slot."""
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a V3 combo whose chosen option brings widgets of its own (0.3x's SaveVideo)
+
+
+def ui_widget_inputs(node_info, values=None):
+    """Names of the values in a UI node's widgets_values, in order; CONTROL_AFTER_GENERATE marks the extra slot.
+
+    A dynamic combo's value picks one of its options, whose widgets follow it, named `<combo>.<widget>` as the
+    frontend names them in the API prompt; `values` (the saved widgets_values) says which option each one holds
+    (without it, a dynamic combo counts as one widget). Hidden inputs (`"hidden": true`) show no widget."""
     names = []
-    for name, spec in ordered_inputs(node_info):
-        if is_widget_input(spec):
-            names.append(name)
+
+    def walk(inputs, prefix):
+        for name, spec in inputs:
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if options.get("hidden") or not (is_widget_input(spec) or spec[0] == DYNAMIC_COMBO):
+                continue
+            names.append(prefix + name)
             if has_control_after_generate(name, spec):
                 names.append(CONTROL_AFTER_GENERATE)
+            if spec[0] == DYNAMIC_COMBO and values is not None and len(values) >= len(names):
+                chosen = [o for o in options.get("options", []) if o["key"] == values[len(names) - 1]]
+                nested = chosen[0]["inputs"] if chosen else {}
+                walk([(n, s) for section in ("required", "optional")
+                      for n, s in (nested.get(section) or {}).items()], f"{prefix}{name}.")
+
+    walk(ordered_inputs(node_info), "")
     return names
 
 
@@ -115,14 +133,43 @@ def check_widget_value(name, spec, value, check_choices=True):
 
 def widget_values_by_name(node, node_info):
     """{input name: value} from a UI node's widgets_values; raises ConversionError on a count mismatch."""
-    names = ui_widget_inputs(node_info)
     values = node.get("widgets_values") or []
+    names = ui_widget_inputs(node_info, None if isinstance(values, dict) else values)
     if isinstance(values, dict):  # some V3 nodes save a mapping
         return {name: values[name] for name in names if name in values}
+    if len(values) < len(names) and saved_widgets_are_a_prefix(node, names):
+        # Widgets core appended to a node after the workflow was saved (0.33's CreateVideo gained bit_depth): the
+        # frontend gives them their defaults, as here.
+        specs = dict(ordered_inputs(node_info))
+        values = list(values) + [widget_default(specs[name]) for name in names[len(values):]]
     if len(values) != len(names):
         raise ConversionError(
             f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} widgets {names}")
     return {name: value for name, value in zip(names, values) if name != CONTROL_AFTER_GENERATE}
+
+
+def saved_widgets_are_a_prefix(node, names):
+    """The widget inputs the saved node lists (the frontend saves each one's name) are the first of `names`, all
+    their values are present, and what is missing are later widgets without a control_after_generate slot."""
+    saved = [entry["widget"]["name"] for entry in node.get("inputs") or [] if entry.get("widget")]
+    current = [name for name in names if name != CONTROL_AFTER_GENERATE]
+    if not saved or current[:len(saved)] != saved:
+        return False
+    present = names.index(current[len(saved)]) if len(saved) < len(current) else len(names)
+    return len(node.get("widgets_values") or []) == present and CONTROL_AFTER_GENERATE not in names[present:]
+
+
+def widget_default(spec):
+    """The value the frontend gives a widget the saved workflow does not hold: its default, else a combo's first
+    option."""
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in options:
+        return options["default"]
+    choices = kind if isinstance(kind, list) else options.get("options", [])
+    if choices:
+        return choices[0]
+    raise ConversionError(f"widget with spec {spec!r} has no default for a workflow saved before it existed")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,7 +317,9 @@ class ComfyUIServer:
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; log:\n{self.log()[-4000:]}")
             try:
                 self.get_json("/object_info/KSampler", timeout=5)
-                if self.process.poll() is None:
+                # Another server may have taken the port since the probe above: ours says it is listening only
+                # after its bind succeeded.
+                if self.process.poll() is None and f"127.0.0.1:{self.port}" in self.log():
                     return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(1)

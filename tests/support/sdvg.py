@@ -5,6 +5,7 @@ The checkpoints are built from ComfyUI's own modules on the meta device (shapes 
 weights, then saved as safetensors with the original Wan key names, so ComfyUI's stock loaders (UNETLoader,
 VAELoader) detect and load them the way they load real files.
 """
+import json
 import math
 
 import torch
@@ -47,11 +48,27 @@ def write_random_wan21_vae(path, seed=0, dtype=torch.float16):
     save_file(random_state_dict(vae, seed, dtype), str(path))
 
 
-def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v", in_dim=16, out_dim=16):
+# The safetensors metadata that makes core (>= 0.21) detect a Wan 2.1 T2V file as its causal WAN21_CausalAR_T2V:
+# comfy.model_detection merges metadata["config"]["transformer"] into the detected unet config.
+CAUSAL_AR_METADATA = {"config": json.dumps({"transformer": {"causal_ar": True}})}
+
+
+def core_ar_model():
+    """Core's comfy.ldm.wan.ar_model (ComfyUI >= 0.21), or None on a ComfyUI without its own causal Wan."""
+    try:
+        import comfy.ldm.wan.ar_model
+    except ImportError:
+        return None
+    return comfy.ldm.wan.ar_model
+
+
+def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v", in_dim=16, out_dim=16,
+                   metadata=None):
     """Save a tiny Wan 2.1 DiT built with ComfyUI's WanModel (original key names) to `path` (safetensors, fp32).
 
     dim must be a multiple of 128 (ComfyUI derives heads = dim // 128); text width 4096 (what ComfyUI assumes).
-    model_type "i2v" adds the image-embedding keys that make ComfyUI detect a Wan 2.1 I2V model.
+    model_type "i2v" adds the image-embedding keys that make ComfyUI detect a Wan 2.1 I2V model. metadata: the
+    file's safetensors metadata (e.g. CAUSAL_AR_METADATA); the weights depend on the seed only.
     """
     import comfy.ldm.wan.model
     import comfy.ops
@@ -61,7 +78,7 @@ def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v"
         model_type=model_type, patch_size=(1, 2, 2), in_dim=in_dim, dim=dim, ffn_dim=ffn_dim, freq_dim=256,
         text_dim=4096, out_dim=out_dim, num_heads=dim // 128, num_layers=num_layers, device="meta",
         operations=comfy.ops.disable_weight_init)
-    save_file(random_state_dict(model, seed, torch.float32, weight_std=0.02), str(path))
+    save_file(random_state_dict(model, seed, torch.float32, weight_std=0.02), str(path), metadata=metadata)
 
 
 def add_model_folder(kind, directory):
@@ -77,7 +94,7 @@ def add_model_folder(kind, directory):
 def core_causal_wan_config():
     """ComfyUI's model config for causal (autoregressive) Wan 2.1 T2V checkpoints.
 
-    Core's WAN21_CausalAR_T2V (ComfyUI >= 0.32, comfy/supported_models.py) where the running ComfyUI has it; else a
+    Core's WAN21_CausalAR_T2V (ComfyUI >= 0.21, comfy/supported_models.py) where the running ComfyUI has it; else a
     stand-in of the same shape: a WAN21_T2V subclass whose model is a WanModel subclass with the same submodules
     and keys (core's comfy.ldm.wan.ar_model.CausalWanModel changes only the forward pass).
     """

@@ -15,7 +15,12 @@ from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_v
 from support import REPO
 
 WORKFLOW_DIR = os.path.join(REPO, "example_workflows")
-EXPECTED_WORKFLOWS = ("dts_wan21_t2v", "dts_ksampler_sd15", "sdvg_selfforcing_krea")
+# The frontend shows a custom-node template's file name as its title (and, with - and _ as spaces, as its
+# description): the names read as titles.
+DTS_WAN = "DTS Sampler, Wan 2.1 1.3B text to video"
+DTS_SD15 = "DTS KSampler, SD 1.5 text to image"
+SDVG = "SDVG video, Self-Forcing drafts, Krea 14B verifies"
+EXPECTED_WORKFLOWS = (DTS_WAN, DTS_SD15, SDVG)
 WORKFLOW_FILES = sorted(name for name in os.listdir(WORKFLOW_DIR) if name.endswith(".json"))
 
 # ComfyUI core node types (0.3.x) the examples may use. A type outside this list and outside the pack fails the
@@ -163,3 +168,27 @@ def widget_problems(node, info):
         if name == CONTROL_AFTER_GENERATE and raw[index] not in ("fixed", "increment", "decrement", "randomize"):
             problems.append(f"node {node['id']}: control_after_generate value {raw[index]!r}")
     return problems
+
+
+# LiteGraph draws a node's title bar above `pos` (LiteGraph.NODE_TITLE_HEIGHT = 30): `pos` is the body's corner.
+TITLE_HEIGHT = 30
+
+
+def node_box(node):
+    """(left, top, right, bottom) of a UI node as drawn, title bar included."""
+    (x, y), (width, height) = node["pos"], node["size"]
+    return x, y - TITLE_HEIGHT, x + width, y + height
+
+
+def overlapping_nodes(workflow):
+    """[(id, id)] of the node pairs whose drawn boxes overlap (touching edges do not)."""
+    boxes = [(node["id"], node_box(node)) for node in workflow["nodes"]]
+    return [(first, second) for index, (first, (l1, t1, r1, b1)) in enumerate(boxes)
+            for second, (l2, t2, r2, b2) in boxes[index + 1:] if l1 < r2 and l2 < r1 and t1 < b2 and t2 < b1]
+
+
+# Folder of models/ each loader reads (what a download entry's `directory` must name).
+LOADER_FOLDERS = {"CheckpointLoaderSimple": "checkpoints", "UNETLoader": "diffusion_models",
+                  "LoadCausalWanCheckpoint": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae",
+                  "LoadImageRewardRouter": "image_reward"}
+MODEL_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".ckpt")

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from support.sdvg import (MeanBrightnessRouter, ScriptedRouter, add_model_folder, load_as_core_causal_wan,
-                          stand_in_conditioning, write_random_wan21_vae, write_tiny_wan)
+from support.sdvg import (CAUSAL_AR_METADATA, MeanBrightnessRouter, ScriptedRouter, add_model_folder, core_ar_model,
+                          load_as_core_causal_wan, stand_in_conditioning, write_random_wan21_vae, write_tiny_wan)
 
 
 WIDTH, HEIGHT = 32, 16  # latent 4 wide x 2 high: 2 x 1 DiT tokens per frame
@@ -159,7 +159,7 @@ def test_decoding_a_draft_does_not_advance_the_stream(pack, wan21_vae):
 def test_advancing_with_a_stale_pending_state_is_rejected(pack, wan21_vae):
     decoder = pack.stream_decode.WanStreamingDecoder(wan21_vae)
     # Decoded after 2 committed latent frames, but none are committed: its state continues another history.
-    stale = pack.stream_decode.PendingDecodeState(causal_cache=[], base_latent_frames=2, latent_frames=1)
+    stale = pack.stream_decode.PendingDecodeState(state={}, base_latent_frames=2, latent_frames=1)
     with pytest.raises(ValueError, match="pending: this block was decoded after 2 committed latent frames"):
         decoder.advance(stale)
 
@@ -170,16 +170,26 @@ def test_node_is_registered_with_tooltips_router_socket_and_hidden_unique_id(com
     node_class = comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"]
     assert comfy_pack.NODE_DISPLAY_NAME_MAPPINGS["SDVGSpeculativeVideo"] == "SDVG Speculative Video"
     assert node_class.CATEGORY == "sampling/speculative"
-    assert node_class.RETURN_TYPES == ("LATENT", "IMAGE", "STRING")
+    assert tuple(node_class.RETURN_TYPES) == ("LATENT", "IMAGE", "STRING")
     schema = node_class.INPUT_TYPES()
     visible = {**schema["required"], **schema["optional"]}
     assert visible["router"][0] == "REWARD_ROUTER"
     assert visible["tau"][1]["default"] == -0.7
     assert visible["frames_per_block"][1]["default"] == 3
-    assert schema["hidden"] == {"unique_id": "UNIQUE_ID"}
+    assert list(schema["hidden"]) == ["unique_id"]
     assert [name for name, spec in visible.items() if "tooltip" not in spec[1]] == []
     assert [name for name, spec in visible.items()
             if spec[0] in ("INT", "FLOAT") and not ("min" in spec[1] and "max" in spec[1])] == []
+
+
+def test_node_keeps_the_v1_nodes_input_order_so_saved_workflows_and_api_prompts_load(comfy_pack):
+    # The order the V1 node (before the V3 migration) had: widgets_values and socket slots are saved in it.
+    order = comfy_pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"].GET_NODE_INFO_V1()["input_order"]
+    assert order["required"] == ["drafter", "target", "vae", "positive", "router_prompt", "width", "height",
+                                 "num_blocks", "frames_per_block", "tau", "mode", "drafter_sigmas", "target_sigmas",
+                                 "seed", "force_target_first_block"]
+    assert order["optional"] == ["router", "local_attn_frames", "sink_frames", "drafter_protocol", "target_protocol",
+                                 "drafter_schedule", "target_schedule", "context_frames"]
 
 
 # --- the node in a ComfyUI graph ---------------------------------------------------------------------------------
@@ -367,7 +377,7 @@ def test_a_wan_with_other_latent_channels_is_rejected_with_what_was_found(pack, 
         run_node(pack, wan_models, wan21_vae, target=wan_models["wide_latent"])
 
 
-# --- core's causal Wan (ComfyUI >= 0.32) and the other WAN21_T2V subclasses ----------------------------------------
+# --- core's causal Wan (ComfyUI >= 0.21) and the other WAN21_T2V subclasses ----------------------------------------
 
 @pytest.fixture(scope="module")
 def causal_models(wan_model_dir):
@@ -407,6 +417,88 @@ def test_core_causal_models_run_as_drafter_and_target_exactly_as_the_plain_loads
     stats = json.loads(causal[2])
     assert [block["source"] for block in stats["blocks"]] == ["target", "drafter"]
     assert torch.equal(causal[0]["samples"], plain[0]["samples"])
+
+
+@pytest.fixture(scope="module")
+def flagged_models(comfy_nodes, tmp_path_factory):
+    """The drafter and target weights saved with core's `causal_ar` metadata, loaded by the stock UNETLoader (only
+    where core has its own causal Wan: ComfyUI >= 0.21)."""
+    if core_ar_model() is None:
+        pytest.skip("this ComfyUI has no comfy.ldm.wan.ar_model (core's causal Wan arrived in v0.21.0); the "
+                    "stand-in tests above cover the shape check")
+    directory = tmp_path_factory.mktemp("sdvg_causal_ar")
+    for name in ("drafter", "target"):
+        write_tiny_wan(directory / f"sdvg_test_causal_{name}.safetensors", **TINY_WANS[name],
+                       metadata=CAUSAL_AR_METADATA)
+    add_model_folder("diffusion_models", directory)
+    loader = comfy_nodes.UNETLoader()
+    return {name: loader.load_unet(f"sdvg_test_causal_{name}.safetensors", "default")[0]
+            for name in ("drafter", "target")}
+
+
+def test_causal_ar_file_loads_through_unetloader_as_cores_causal_wan_and_passes_the_check(pack, flagged_models,
+                                                                                          wan_models):
+    import comfy.supported_models
+
+    for name, model in flagged_models.items():
+        assert type(model.model.model_config) is comfy.supported_models.WAN21_CausalAR_T2V
+        assert type(model.model.diffusion_model) is core_ar_model().CausalWanModel
+        assert "causal_ar" not in model.model.model_config.unet_config  # core pops its detection flag
+        assert pack.sdvg.check_wan21_t2v(model, name) is model.model.diffusion_model
+        flagged, plain = model.model.diffusion_model.state_dict(), wan_models[name].model.diffusion_model.state_dict()
+        assert flagged.keys() == plain.keys() and all(torch.equal(flagged[key], plain[key]) for key in plain)
+
+
+def sdvg_latents(pack, models, mode, protocol):
+    """SDVG's latent video (no decoder: the baselines need none) of 3 blocks of 1 latent frame, through the node's
+    own checks and placement, with ComfyUI's attention; block 0 from the target in both modes."""
+    context = stand_in_conditioning(seed=0)[0][0]
+    modules = {name: (model, pack.sdvg.check_wan21_t2v(model, name)) for name, model in models.items()}
+    block_shape = (1, 16, 1, HEIGHT // 8, WIDTH // 8)
+    with torch.inference_mode():
+        runners = pack.sdvg.place_runners(modules, context, block_shape, 3, None, 0,
+                                          {"drafter": "self_forcing", "target": protocol})
+        latent, frames = pack.sdvg_method.speculative_generate(
+            runners["drafter"], runners["target"], None, None, "", num_blocks=3, block_shape=block_shape,
+            tau=pack.sdvg_method.MODE_TAU[mode], seed=7, force_target_first_block=True)
+    assert frames is None
+    return latent
+
+
+@pytest.mark.parametrize("mode", ["target only", "draft only"])
+def test_sdvg_latents_with_cores_causal_wan_equal_those_of_the_same_weights_without_the_flag(pack, flagged_models,
+                                                                                            wan_models, mode):
+    plain = sdvg_latents(pack, {name: wan_models[name] for name in ("drafter", "target")}, mode, "self_forcing")
+    causal = sdvg_latents(pack, flagged_models, mode, "self_forcing")
+    assert torch.isfinite(plain).all() and plain.abs().max() > 0
+    assert torch.equal(causal, plain)
+
+
+@pytest.mark.slow
+def test_node_with_cores_causal_wan_as_drafter_and_target_gives_the_plain_loads_video(pack, wan_models,
+                                                                                      flagged_models, wan21_vae):
+    """The whole node (VAE, router, Krea target): block 0 from the target, block 1's draft kept, block 2's
+    rejected."""
+    settings = dict(num_blocks=3, frames_per_block=1, tau=0.0)
+    plain = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0, -1.0]), **settings)
+    causal = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0, -1.0]), **settings,
+                      drafter=flagged_models["drafter"], target=flagged_models["target"])
+    assert [block["source"] for block in json.loads(causal[2])["blocks"]] == ["target", "drafter", "target"]
+    assert torch.equal(causal[0]["samples"], plain[0]["samples"])
+    assert torch.equal(causal[1], plain[1])
+
+
+@pytest.mark.parametrize("name", ["drafter", "target"])
+def test_a_model_carrying_core_ar_config_is_refused_naming_it(pack, wan_models, wan21_vae, name):
+    """What core's ARVideoI2V sets on its MODEL output (comfy_extras/nodes_ar_video.py): a start image SDVG would
+    drop, turning an image-to-video request into text-to-video."""
+    model = wan_models[name].clone()
+    options = model.model_options.setdefault("transformer_options", {})
+    options.setdefault("ar_config", {})["initial_latent"] = torch.zeros(1, 16, 1, HEIGHT // 8, WIDTH // 8)
+    with pytest.raises(ValueError, match=fr"{name}: expected a MODEL without core AR video state, got "
+                                         r"transformer_options with ar_config \(initial_latent\)"):
+        run_node(pack, wan_models, wan21_vae, **{name: model})
+    assert "ar_config" not in wan_models[name].model_options.get("transformer_options", {})  # the clone only
 
 
 @pytest.mark.parametrize("config_name, found", [
@@ -645,3 +737,110 @@ def test_a_nan_conditioning_stops_the_node_with_an_error_naming_block_model_and_
                                                  r"\. Likely cause: NaN or inf in the CONDITIONING"):
         run_node(pack, wan_models, wan21_vae, positive=positive, mode="target only", num_blocks=1,
                  frames_per_block=1, force_target_first_block=False)
+
+
+# --- published files: Krea's .safetensors layout, Self-Forcing's .pt through Load Causal Wan Checkpoint -----------
+
+def saved_tensors(directory, name):
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / f"sdvg_test_{name}.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def published_files(wan_model_dir, comfy_nodes, tmp_path_factory):
+    """A diffusion_models folder holding the publishers' layouts with the tiny weights: Krea's file name with keys
+    "model." + Wan names (the target's weights), and Self-Forcing's self_forcing_dmd.pt (generator_ema = the
+    drafter's weights, generator and critic different)."""
+    from safetensors.torch import save_file
+
+    directory = tmp_path_factory.mktemp("published_diffusion_models")
+    target, drafter = saved_tensors(wan_model_dir, "target"), saved_tensors(wan_model_dir, "drafter")
+    save_file({f"model.{name}": value for name, value in target.items()},
+              str(directory / "krea-realtime-video-14b.safetensors"))
+    generator = {f"model.{name}": value for name, value in drafter.items()}
+    torch.save({"generator": {name: value + 0.01 for name, value in generator.items()},
+                "critic": {name: value.clone() for name, value in generator.items()},
+                "generator_ema": generator}, str(directory / "self_forcing_dmd.pt"))
+    torch.save({"critic": generator}, str(directory / "sdvg_test_no_generator.pt"))
+    add_model_folder("diffusion_models", directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def causal_loader(comfy_pack, published_files):
+    return comfy_pack.NODE_CLASS_MAPPINGS["LoadCausalWanCheckpoint"]
+
+
+def same_model(model, reference):
+    """The MODEL UNETLoader would give: model class, config, dtypes, devices and every weight."""
+    assert type(model.model) is type(reference.model)
+    assert type(model.model.model_config) is type(reference.model.model_config)
+    assert (model.model.get_dtype(), model.model.manual_cast_dtype) == (reference.model.get_dtype(),
+                                                                        reference.model.manual_cast_dtype)
+    assert (model.load_device, model.offload_device) == (reference.load_device, reference.offload_device)
+    ours, theirs = model.model.diffusion_model.state_dict(), reference.model.diffusion_model.state_dict()
+    assert set(ours) == set(theirs)
+    assert all(ours[name].dtype == theirs[name].dtype and torch.equal(ours[name].float(), theirs[name].float())
+               for name in ours)
+
+
+def test_krea_published_layout_loads_in_core_unet_loader_as_wan21_t2v(published_files, wan_models, comfy_nodes):
+    model = comfy_nodes.UNETLoader().load_unet("krea-realtime-video-14b.safetensors", "default")[0]
+    assert type(model.model.model_config).__name__ == "WAN21_T2V"
+    same_model(model, wan_models["target"])
+
+
+@pytest.mark.slow
+def test_sdvg_runs_on_krea_published_layout_as_on_the_same_weights(pack, published_files, wan_models, wan21_vae,
+                                                                   comfy_nodes):
+    krea = comfy_nodes.UNETLoader().load_unet("krea-realtime-video-14b.safetensors", "default")[0]
+    runs = [run_node(pack, {**wan_models, "target": target}, wan21_vae, mode="target only", num_blocks=1,
+                     frames_per_block=1, router=None)[0]["samples"] for target in (krea, wan_models["target"])]
+    assert torch.isfinite(runs[0]).all() and torch.equal(runs[0], runs[1])
+
+
+def test_causal_loader_offers_the_pt_files_of_diffusion_models(causal_loader):
+    kind, *spec = causal_loader.GET_NODE_INFO_V1()["input"]["required"]["unet_name"]
+    options = spec[0]["options"] if kind == "COMBO" else kind  # V3 combos: ("COMBO", {"options": [...]}) or V1's list
+    assert {"self_forcing_dmd.pt", "krea-realtime-video-14b.safetensors"} <= set(options)
+    assert tuple(causal_loader.RETURN_TYPES) == ("MODEL",)
+
+
+@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn"])
+def test_causal_loader_gives_what_unet_loader_gives_for_the_same_weights(causal_loader, comfy_nodes, wan_model_dir,
+                                                                         weight_dtype):
+    reference = comfy_nodes.UNETLoader().load_unet("sdvg_test_drafter.safetensors", weight_dtype)[0]
+    same_model(causal_loader.execute("self_forcing_dmd.pt", weight_dtype)[0], reference)
+    # Safetensors pass straight through UNETLoader.
+    same_model(causal_loader.execute("sdvg_test_drafter.safetensors", weight_dtype)[0], reference)
+
+
+def test_causal_loader_loads_the_chosen_state_dict(causal_loader, wan_model_dir):
+    model = causal_loader.execute("self_forcing_dmd.pt", "default", "generator")[0]
+    drafter = saved_tensors(wan_model_dir, "drafter")
+    assert torch.equal(model.model.diffusion_model.state_dict()["head.head.weight"],
+                       drafter["head.head.weight"] + 0.01)
+
+
+def test_causal_loader_can_load_its_model_again_from_the_file(causal_loader):
+    # Newer ComfyUI reloads a model through `cached_patcher_init` to make independent copies.
+    model = causal_loader.execute("self_forcing_dmd.pt", "default")[0]
+    if not hasattr(model, "cached_patcher_init"):
+        pytest.skip("this ComfyUI does not reload models from their loader")
+    loader, arguments = model.cached_patcher_init[:2]
+    same_model(loader(*arguments, disable_dynamic=True), model)
+
+
+def test_causal_loader_names_the_file_and_the_entries_it_found(causal_loader):
+    with pytest.raises(ValueError, match=r"sdvg_test_no_generator\.pt.*\['critic'\].*generator_ema or generator"):
+        causal_loader.execute("sdvg_test_no_generator.pt", "default")
+
+
+@pytest.mark.slow
+def test_sdvg_with_the_pt_drafter_gives_the_latent_of_the_same_weights_as_safetensors(pack, causal_loader,
+                                                                                      wan_models, wan21_vae):
+    drafter = causal_loader.execute("self_forcing_dmd.pt", "default")[0]
+    runs = [run_node(pack, {**wan_models, "drafter": model}, wan21_vae, mode="draft only", num_blocks=2,
+                     frames_per_block=1, router=None)[0]["samples"] for model in (drafter, wan_models["drafter"])]
+    assert torch.isfinite(runs[0]).all() and torch.equal(runs[0], runs[1])

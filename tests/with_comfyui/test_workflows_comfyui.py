@@ -3,7 +3,7 @@ type is the pack's or core's, and the widget values of the pack's nodes match th
 schema describes them to the frontend, V1 nodes from INPUT_TYPES)."""
 import pytest
 
-from support.workflows import (CORE_NODE_TYPES, WORKFLOW_FILES, import_pack, load_workflow, node_info,
+from support.workflows import (SDVG, CORE_NODE_TYPES, WORKFLOW_FILES, import_pack, load_workflow, node_info,
                                pack_nodes_in_workflows, widget_problems)
 
 
@@ -25,5 +25,29 @@ def test_pack_widget_values_match_inputs_in_comfyui(pack):
         info = node_info(pack.NODE_CLASS_MAPPINGS[node["type"]])
         checked.add(node["type"])
         problems += [f"{file_name}: {problem}" for problem in widget_problems(node, info)]
-    assert checked >= {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter"}, checked
+    assert checked >= {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter",
+                       "LoadCausalWanCheckpoint"}, checked
     assert problems == []
+
+
+def sdvg_node_and_info(pack):
+    node = next(node for node in load_workflow(f"{SDVG}.json")["nodes"]
+                if node["type"] == "SDVGSpeculativeVideo")
+    return node, node_info(pack.NODE_CLASS_MAPPINGS["SDVGSpeculativeVideo"])
+
+
+def test_a_renamed_pack_input_is_reported(pack):
+    node, info = sdvg_node_and_info(pack)
+    assert widget_problems(node, info) == []
+    required = info["input"]["required"]
+    info["input"]["required"] = {("threshold" if name == "tau" else name): spec for name, spec in required.items()}
+    info["input_order"]["required"] = [("threshold" if name == "tau" else name)
+                                       for name in info["input_order"]["required"]]
+    assert any("threshold" in problem for problem in widget_problems(node, info))
+
+
+def test_a_new_pack_input_is_reported(pack):
+    node, info = sdvg_node_and_info(pack)
+    info["input"]["required"]["extra_knob"] = ("INT", {"default": 1})
+    info["input_order"]["required"].append("extra_knob")
+    assert any("widget values for" in problem for problem in widget_problems(node, info))

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -34,12 +35,14 @@ from support import reward as reward_support
 from support import sdvg as sdvg_support
 from support.e2e import drop_unreferenced, history_error, link_into, output_files, ui_to_api
 from support import REPO
+from support.workflows import DTS_SD15, DTS_WAN, SDVG
 
 
 PACK_FOLDER = "comfyui-speculative-video"
 TEST_NODES_FOLDER = "speculative_video_e2e_nodes"
-WORKFLOWS = ("dts_wan21_t2v", "dts_ksampler_sd15", "sdvg_selfforcing_krea")
-PACK_NODE_IDS = {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter", "ImageRewardScore"}
+WORKFLOWS = (DTS_WAN, DTS_SD15, SDVG)
+PACK_NODE_IDS = {"DTSSampler", "DTSKSampler", "SDVGSpeculativeVideo", "LoadImageRewardRouter", "ImageRewardScore",
+                 "LoadCausalWanCheckpoint"}
 OUTPUT_NODE_TYPES = {"SaveVideo", "SaveImage", "SaveAnimatedWEBP", "PreviewImage", "PreviewAny"}
 STATS_EVENT = "speculative_video.stats"
 
@@ -74,7 +77,10 @@ def server(comfy_nodes, tmp_path_factory):
     write_models(os.path.join(base, "models"))
     link_into(os.path.join(base, "custom_nodes"), REPO, PACK_FOLDER)
     link_into(os.path.join(base, "custom_nodes"), os.path.join(REPO, "tests", "with_server", "e2e_nodes"), TEST_NODES_FOLDER)
-    instance = e2e_support.ComfyUIServer(os.environ["COMFYUI_PATH"], base, e2e_support.free_port())
+    # SPECULATIVE_VIDEO_FRONTEND_ROOT: serve another frontend (e.g. the newest comfyui-frontend-package's static/)
+    frontend = os.environ.get("SPECULATIVE_VIDEO_FRONTEND_ROOT")
+    instance = e2e_support.ComfyUIServer(os.environ["COMFYUI_PATH"], base, e2e_support.free_port(),
+                                         extra_args=["--front-end-root", frontend] if frontend else ())
     instance.start()
     try:
         yield instance
@@ -123,7 +129,7 @@ def tiny_dts_options():
 def api_prompt(name, object_info):
     """The example workflow `name` in API format, pointed at the tiny models (see the module docstring)."""
     workflow = load_example(name)
-    if name == "dts_wan21_t2v":
+    if name == DTS_WAN:
         prompt = ui_to_api(workflow, object_info, overrides={
             "UNETLoader": {"unet_name": DRAFTER_FILE, "weight_dtype": "default"},
             "VAELoader": {"vae_name": VAE_FILE},
@@ -132,7 +138,7 @@ def api_prompt(name, object_info):
             "DTSSampler": tiny_dts_options(),
             "SaveVideo": {"filename_prefix": "e2e/dts_wan21"},
         })
-    elif name == "dts_ksampler_sd15":
+    elif name == DTS_SD15:
         prompt = ui_to_api(workflow, object_info, overrides={
             "EmptyLatentImage": {"width": SIZE, "height": SIZE},
             "DTSKSampler": {"steps": FINE_STEPS, **tiny_dts_options()},
@@ -143,7 +149,7 @@ def api_prompt(name, object_info):
         prompt["901"] = {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}}
         rewire(prompt, [checkpoint, 0], ["900", 0])
         rewire(prompt, [checkpoint, 2], ["901", 0])
-    elif name == "sdvg_selfforcing_krea":
+    elif name == SDVG:
         prompt = ui_to_api(workflow, object_info, overrides={
             "VAELoader": {"vae_name": VAE_FILE},
             "LoadImageRewardRouter": {"model_name": IMAGE_REWARD_FILE, "device": "cpu", "dtype": "fp32"},
@@ -151,8 +157,7 @@ def api_prompt(name, object_info):
                                      "tau": 0.0},
             "SaveVideo": {"filename_prefix": "e2e/sdvg"},
         })
-        drafter, target = sorted((node_id for node_id, entry in prompt.items()
-                                  if entry["class_type"] == "UNETLoader"), key=int)
+        drafter, target = first_of(prompt, "LoadCausalWanCheckpoint"), first_of(prompt, "UNETLoader")
         sdvg = prompt[first_of(prompt, "SDVGSpeculativeVideo")]
         assert sdvg["inputs"]["drafter"][0] == drafter and sdvg["inputs"]["target"][0] == target
         prompt[drafter]["inputs"]["unet_name"] = DRAFTER_FILE
@@ -227,14 +232,15 @@ def test_example_workflows_are_served_as_templates(server):
     templates = server.get_json("/api/workflow_templates")
     assert sorted(templates[PACK_FOLDER]) == sorted(WORKFLOWS)
     for name in WORKFLOWS:
-        status, _, body = server.get_bytes(f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+        # The names hold spaces and commas: percent-encoded as a browser's fetch does.
+        status, _, body = server.get_bytes(f"/api/workflow_templates/{PACK_FOLDER}/{quote(name, safe=',')}.json")
         assert status == 200 and json.loads(body) == load_example(name)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_example_workflow_runs_and_writes_its_output(name, server, object_info, capsys):
     prompt = api_prompt(name, object_info)
-    client_id = f"e2e-{name}"
+    client_id = f"e2e-{WORKFLOWS.index(name)}"
     prompt_id, messages, seconds = asyncio.run(run_with_events(server.url, prompt, client_id, timeout=900))
     WALL_TIMES[name] = seconds
     with capsys.disabled():
@@ -248,9 +254,10 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
         assert os.path.getsize(path) > 0, path
     stats_events = [data for kind, data in messages if kind == STATS_EVENT]
     assert stats_events, "no statistics event reached the client that queued the prompt"
-    expected_kind = "sdvg" if name.startswith("sdvg") else "dts"
+    expected_kind = "sdvg" if name == SDVG else "dts"
     event = stats_events[-1]
     assert event["kind"] == expected_kind
+    assert event["prompt_id"] == prompt_id  # the page routes the statistics to this prompt's workflow
     node_type = {"dts": ("DTSSampler", "DTSKSampler"), "sdvg": ("SDVGSpeculativeVideo",)}[expected_kind]
     assert prompt[event["node"]]["class_type"] in node_type  # the panel finds the node by this id
     if expected_kind == "dts":
@@ -261,6 +268,44 @@ def test_example_workflow_runs_and_writes_its_output(name, server, object_info, 
         assert stats["rounds"] <= stats["calls"] <= stats["evals"]
     else:
         assert len(event["stats"]["blocks"]) == 3
+
+
+async def observe_prompt_without_client(url, prompt):
+    """Queue `prompt` without a client id while another page (an observer's websocket) is open. Returns the
+    observer's messages from its connection to the status message that ends the run (core broadcasts the queue
+    status after the prompt's history entry is written, so anything the run sent precedes it)."""
+    import aiohttp
+
+    messages = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/ws?clientId=e2e-observer") as socket:
+            first = json.loads((await socket.receive(timeout=60)).data)
+            assert first["type"] == "status"  # sent on connect, before the prompt is queued
+            async with session.post(f"{url}/prompt", json={"prompt": prompt}) as response:
+                assert response.status == 200, await response.text()
+            busy = False
+            while True:
+                message = await socket.receive(timeout=900)
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                event = json.loads(message.data)
+                messages.append((event["type"], event.get("data")))
+                if event["type"] == "status":
+                    remaining = event["data"]["status"]["exec_info"]["queue_remaining"]
+                    if remaining > 0:
+                        busy = True
+                    elif busy:
+                        return messages
+
+
+def test_statistics_of_a_prompt_queued_without_client_id_reach_no_page(server, object_info):
+    prompt = api_prompt(WORKFLOWS[0], object_info)
+    prompt[first_of(prompt, "RandomNoise")]["inputs"]["noise_seed"] = 4242  # not the cached run of another test
+    runs_before = server.log().count("[speculative-video] DTS")
+    messages = asyncio.run(observe_prompt_without_client(server.url, prompt))
+    # The DTS node did run (its console line is there), yet the other page got no statistics.
+    assert server.log().count("[speculative-video] DTS") == runs_before + 1, server.log()[-2000:]
+    assert [kind for kind, _ in messages if kind == STATS_EVENT] == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -283,32 +328,131 @@ def browser_tools():
     return (chromium, node_modules), None
 
 
-def test_stats_panel_appears_after_a_run_and_survives_a_reload(server, object_info, tmp_path):
+BROWSER_MODES = ("classic", "vue")
+NODE_SEARCH = {"SDVG": ["SDVG Speculative Video"], "DTS": ["DTS Sampler", "DTS KSampler"]}
+SEEDS = iter(range(10_000, 1_000_000))  # each browser run its own seed: a repeated prompt would come from the cache
+
+
+def browser_prompts(object_info, tmp_path, kind):
+    """API prompts (files) for the browser check: two runs with different numbers and a third one (DTS: run during
+    a tab switch; SDVG: one that fails inside the SDVG node, width 72 not being a multiple of 16)."""
+    paths = []
+    if kind == "dts":
+        for index, chunk in enumerate((3, 2, 4)):
+            prompt = api_prompt(WORKFLOW_FILES["dts"], object_info)
+            prompt[first_of(prompt, "DTSSampler")]["inputs"]["chunk"] = chunk
+            prompt[first_of(prompt, "RandomNoise")]["inputs"]["noise_seed"] = next(SEEDS)
+            paths.append(tmp_path / f"dts{index}.json")
+            paths[-1].write_text(json.dumps(prompt))
+        node_id = int(first_of(prompt, "DTSSampler"))
+    else:
+        for index, width in enumerate((SIZE, SIZE, 72)):
+            prompt = api_prompt(WORKFLOW_FILES["sdvg"], object_info)
+            inputs = prompt[first_of(prompt, "SDVGSpeculativeVideo")]["inputs"]
+            inputs.update(seed=next(SEEDS), width=width, num_blocks=3 if index != 1 else 2)
+            paths.append(tmp_path / f"sdvg{index}.json")
+            paths[-1].write_text(json.dumps(prompt))
+        node_id = int(first_of(prompt, "SDVGSpeculativeVideo"))
+    return {"workflow": os.path.join(REPO, "example_workflows", f"{WORKFLOW_FILES[kind]}.json"),
+            "nodeId": node_id, "prompts": [str(path) for path in paths]}
+
+
+WORKFLOW_FILES = {"dts": WORKFLOWS[0], "sdvg": WORKFLOWS[2]}  # the DTS Wan and the SDVG example
+
+
+def drew(view, lines):
+    """Every one of the panel's `lines` was drawn in the view's frame."""
+    return [line for line in lines if line not in view["drawn"]]
+
+
+def frontend_draws_panel(result):
+    """Vue nodes of frontend 1.27.x have no component for canvas-drawn widgets (docs/workflows.md): there the panel
+    is stored on the node but not drawn."""
+    version = tuple(int(part) for part in (result.get("frontend") or "0").split(".")[:2])
+    return not (result["vue"] and version < (1, 28))
+
+
+def check_browser_result(result, frontend_label):
+    """Assertions on panel_after_run.mjs's JSON (see that script for the steps)."""
+    steps = result["steps"]
+    draws = frontend_draws_panel(result)
+
+    def drew(view, lines):  # noqa: F811  (what the frontend can draw)
+        return [line for line in lines if line not in view["drawn"]] if draws else []
+
+    for name, value in steps.items():
+        assert "error" not in value, f"{frontend_label} step {name}: {value['error']}"
+    assert "speculative_video.stats_panel" in result["extensions"]
+    assert steps["search"]["found"] == [name for names in NODE_SEARCH.values() for name in names], steps["search"]
+    assert steps["templates"]["templatesShown"] == list(WORKFLOWS), steps["templates"]
+    missing = steps["sdvgTemplateMissingModels"]
+    assert missing["declared"] and missing["shown"] == missing["declared"], missing  # none of them on the server
+    for kind, node_type in (("dts", "DTSSampler"), ("sdvg", "SDVGSpeculativeVideo")):
+        runs = steps[f"{kind}Runs"]
+        assert runs["before"]["type"] == node_type and runs["before"]["stored"] is None
+        for index, run in enumerate(runs["runs"]):
+            assert run["outcome"]["outcome"] == "success", run["outcome"]
+            assert run["expected"], f"{kind} run {index + 1}: no statistics event"
+            assert run["view"]["stored"]["kind"] == kind
+            assert drew(run["view"], run["expected"]) == [], (kind, index, run["view"]["drawn"][-40:])
+            # The panel is not a widget value: what the workflow saves for the node's widgets is unchanged.
+            assert run["view"]["widgetsValues"] == runs["before"]["widgetsValues"]
+        first, second = (run["expected"] for run in runs["runs"])
+        changed = [line for line in first if line not in second]
+        assert changed, f"{kind}: the two runs should differ in what the panel shows"
+        assert [line for line in changed if line in runs["runs"][1]["view"]["drawn"]] == [], \
+            f"{kind}: the second run's panel still draws lines of the first"
+    failed = steps["failedRun"]
+    assert failed["outcome"]["outcome"].startswith("error"), failed["outcome"]
+    assert failed["view"]["stored"]["stale"] is True
+    assert not draws or f"SDVG · {failed['staleNote']}" in failed["view"]["drawn"]
+    switch = steps["tabSwitch"]
+    assert switch["outcome"]["outcome"] == "execution_success", switch["outcome"]
+    assert switch["other"]["type"] == "DTSSampler" and switch["other"]["stored"] is None
+    assert not switch["other"]["panel"] and not switch["otherSavedHasStats"]
+    assert [line for line in switch["expected"] if line in switch["other"]["drawn"]] == []  # none drawn there
+    assert switch["back"].endswith("/e2e_dts.json")
+    assert switch["own"]["stored"]["stats"]["chunk"] == 4  # the third run's statistics, applied on return
+    assert drew(switch["own"], switch["expected"]) == [], switch["own"]["drawn"][-40:]
+    reload = steps["reload"]
+    assert reload["dts"]["stored"] == switch["own"]["stored"]
+    assert drew(reload["dts"], switch["expected"]) == []
+    # The frontends restore the tab on screen after a reload; the others only where they reopen them.
+    if any(path.endswith("/e2e_sdvg.json") for path in reload["open"]):
+        assert reload["sdvg"]["stored"]["stale"] is True
+        assert not draws or f"SDVG · {failed['staleNote']}" in reload["sdvg"]["drawn"]
+
+
+@pytest.mark.parametrize("mode", BROWSER_MODES)
+def test_pack_in_the_real_frontend(mode, server, object_info, tmp_path):
+    """The pack seen in headless Chromium: search, templates, both panels over two runs, a failed run, a tab switch
+    mid-run and a page reload; SPECULATIVE_VIDEO_BROWSER_REPEATS repeats it (default 1)."""
     import subprocess
 
     tools, reason = browser_tools()
     if tools is None:
         pytest.skip(f"browser check skipped: {reason}")
     chromium, node_modules = tools
-    prompt = api_prompt("dts_wan21_t2v", object_info)
-    node_id = int(first_of(prompt, "DTSSampler"))
-    prompt_path, options_path = tmp_path / "prompt.json", tmp_path / "options.json"
-    prompt_path.write_text(json.dumps(prompt))
-    options_path.write_text(json.dumps({
-        "url": server.url, "workflow": os.path.join(REPO, "example_workflows", "dts_wan21_t2v.json"),
-        "prompt": str(prompt_path), "nodeId": node_id, "nodeModules": node_modules, "chromium": chromium,
-        "timeout": 600}))
-    script = os.path.join(REPO, "tests", "with_server", "e2e_browser", "panel_after_run.mjs")
-    completed = subprocess.run(["node", script, str(options_path)], capture_output=True, text=True, timeout=900)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert "speculative_video.stats_panel" in result["extensions"]
-    assert result["before"] == {**result["before"], "type": "DTSSampler", "panel": False, "stored": None}
-    assert result["run"]["outcome"] == "success", result["run"]
-    assert result["run"]["event"]["node"] == str(node_id)
-    after_run, after_reload = result["afterRun"], result["afterReload"]
-    assert after_run["panel"] and after_run["stored"]["kind"] == "dts"
-    assert after_run["stored"]["stats"]["accepted"] == result["run"]["event"]["stats"]["accepted"]
-    # The panel is not a widget value: what the workflow saves for the node's widgets is unchanged.
-    assert after_run["widgetsValues"] == result["before"]["widgetsValues"]
-    assert after_reload["panel"] and after_reload["stored"] == after_run["stored"]
+    artifacts = os.path.join(REPO, "tests", "artifacts")
+    frontend = os.environ.get("SPECULATIVE_VIDEO_FRONTEND_ROOT", "")
+    version = os.path.basename(os.environ.get("COMFYUI_PATH", "").rstrip("/"))
+    repeats = int(os.environ.get("SPECULATIVE_VIDEO_BROWSER_REPEATS", "1"))
+    for repeat in range(repeats):
+        label = f"{version}-{'custom-frontend' if frontend else 'shipped-frontend'}-{mode}-{repeat}"
+        options_path = tmp_path / f"options{repeat}.json"
+        prompts = tmp_path / f"prompts{repeat}"
+        prompts.mkdir()
+        options_path.write_text(json.dumps({
+            "url": server.url, "vue": mode == "vue", "nodeModules": node_modules, "chromium": chromium,
+            "artifacts": artifacts, "label": label, "timeout": 600, "packFolder": PACK_FOLDER,
+            "nodeSearch": NODE_SEARCH, "templates": list(WORKFLOWS),
+            "sdvgTemplate": os.path.join(REPO, "example_workflows", f"{WORKFLOW_FILES['sdvg']}.json"),
+            "dts": browser_prompts(object_info, prompts, "dts"), "sdvg": browser_prompts(object_info, prompts, "sdvg")}))
+        script = os.path.join(REPO, "tests", "with_server", "e2e_browser", "panel_after_run.mjs")
+        completed = subprocess.run(["node", script, str(options_path)], capture_output=True, text=True, timeout=3600)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        with open(os.path.join(artifacts, f"{label}.json"), "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"\n[e2e browser] {label}: frontend {result.get('frontend')}")
+        check_browser_result(result, f"{label} (frontend {result.get('frontend')})")
