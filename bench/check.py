@@ -11,7 +11,9 @@ A clip SUCCEEDS (the analogue of the DTS paper's task success) when, in every fr
 is present (>= MIN_AREA pixels of its colour, no more than its sprite area + EXTRA_AREA), its mean area matches
 its kind (square 9 px, plus 5 px), its track follows the conditioned start and motion within POSITION_TOLERANCE
 pixels, and no frame has MIN_AREA or more pixels of a colour that was not asked for; in the star world also no
-frame has SMEAR_LIMIT or more smeared stars (background pixels near neither black nor a star).
+frame has SMEAR_LIMIT or more smeared stars (background pixels near neither black nor a star), in the beacon world
+no frame has a smeared beacon (a beacon pixel near neither black nor lit; under a conditioned sprite's box it is
+not judged).
 
 The per-frame QUALITY in [0, 1] (1 = perfect) is the SDVG router's score in this world: it penalises missing
 area, position error, stray colours and unclean pixels; see `frame_quality`.
@@ -34,6 +36,9 @@ STRAY_LIMIT = MIN_AREA  # pixels of an unrequested colour that make a frame fail
 # between them is 0.43 from each); SMEAR_LIMIT of them outside the conditioned sprites' boxes fail a frame.
 STAR_CLEAN_DISTANCE = 0.25
 SMEAR_LIMIT = MIN_AREA
+# Beacon world: one smeared beacon fails its frame (the world's one late-settled choice per frame, so no slack).
+# Fixed, with the beacon world, before any model was trained on it (docs/bench.md, "The beacon world").
+BEACON_SMEAR_LIMIT = 1
 KIND_SPLIT = (SPRITE_AREA["square"] + SPRITE_AREA["plus"]) / 2.0
 
 _PALETTE = np.array([BACKGROUND] + [COLOURS[name] for name in COLOUR_NAMES] + [STAR_LEVEL], dtype=np.float32)
@@ -47,7 +52,9 @@ class ClipAnalysis:
     position_error: np.ndarray  # [T, N] pixels from the conditioned (or fitted) trajectory (inf where absent)
     stray: np.ndarray  # [T] pixels of unrequested colours
     unclean: np.ndarray  # [T] pixels near no palette colour
-    smeared: np.ndarray  # [T] star world: background pixels outside the sprites' boxes near neither black nor a star
+    smeared: np.ndarray  # [T] star / beacon world: background (beacon) pixels outside the sprites' boxes near neither
+    # black nor a star
+    smear_limit: int  # smeared pixels that fail a frame (`smear_limit(world)`)
     present: np.ndarray  # [T, N] bool
     kind_ok: np.ndarray  # [N] bool
     quality: np.ndarray  # [T] per-frame quality in [0, 1]
@@ -55,16 +62,26 @@ class ClipAnalysis:
     reasons: list  # why it failed (empty on success)
 
 
+def smear_limit(world):
+    """Smeared pixels that fail a frame: SMEAR_LIMIT of the stars, BEACON_SMEAR_LIMIT of the beacons."""
+    return BEACON_SMEAR_LIMIT if world.beacons else SMEAR_LIMIT
+
+
+def _lit(world):
+    """Does the world show grey pixels (stars or beacons) that are not colours?"""
+    return bool(world.stars or world.beacons)
+
+
 def classify(frames, world=DEFAULT_WORLD):
-    """frames [T, H, W, 3] in 0..1 -> (labels [T, H, W] int: 0 background, 1..6 colours, STAR_LABEL a star (star
-    world only), -1 unclean; distance [T, H, W] to the nearest of black and a star)."""
+    """frames [T, H, W, 3] in 0..1 -> (labels [T, H, W] int: 0 background, 1..6 colours, STAR_LABEL a star or lit
+    beacon (star and beacon worlds only), -1 unclean; distance [T, H, W] to the nearest of black and a star)."""
     frames = torch.as_tensor(frames, dtype=torch.float32).numpy()
-    palette = _PALETTE if world.stars else _PALETTE[:STAR_LABEL]
+    palette = _PALETTE if _lit(world) else _PALETTE[:STAR_LABEL]
     # numpy broadcasting: tiny arrays, and no torch thread pool to wait for on a busy machine
     squared = ((frames[..., None, :] - palette[None, :, :]) ** 2).sum(axis=-1)
     label = squared.argmin(axis=-1)
     nearest = np.take_along_axis(squared, label[..., None], axis=-1)[..., 0]
-    dark = squared[..., [0, STAR_LABEL]].min(axis=-1) if world.stars else squared[..., 0]
+    dark = squared[..., [0, STAR_LABEL]].min(axis=-1) if _lit(world) else squared[..., 0]
     return np.where(nearest <= CLEAN_DISTANCE ** 2, label, -1), np.sqrt(dark)
 
 
@@ -134,8 +151,13 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
             stray += (labels == label).sum(axis=(1, 2))
     unclean = (labels == -1).sum(axis=(1, 2)).astype(np.float64)
     smeared = np.zeros(num_frames)
-    if world.stars:
-        outside = np.ones((num_frames, height, width), dtype=bool)
+    if _lit(world):
+        if world.stars:
+            outside = np.ones((num_frames, height, width), dtype=bool)
+        else:  # only the beacons are judged
+            outside = np.zeros((num_frames, height, width), dtype=bool)
+            for x, y in world.beacons:
+                outside[:, y, x] = True
         for obj in objects:
             if obj.start is not None:
                 for t, (x, y) in enumerate(object_track(obj, world)[:num_frames]):
@@ -158,10 +180,12 @@ def analyse(frames, condition, world=DEFAULT_WORLD):
         reasons.append(f"motion off by {position_error.max():.2f} px")
     if (stray >= STRAY_LIMIT).any():
         reasons.append("unrequested colour present")
-    if (smeared >= SMEAR_LIMIT).any():
-        reasons.append(f"stars smeared ({int(smeared.max())} pixels in a frame)")
+    limit = smear_limit(world)
+    if (smeared >= limit).any():
+        what = "beacon" if world.beacons else "stars"
+        reasons.append(f"{what} smeared ({int(smeared.max())} pixels in a frame)")
     return ClipAnalysis(area=area, centre=centre, position_error=position_error, stray=stray, unclean=unclean,
-                        smeared=smeared,
+                        smeared=smeared, smear_limit=limit,
                         present=present, kind_ok=kind_ok, quality=quality, success=not reasons, reasons=reasons)
 
 
@@ -169,7 +193,7 @@ def frame_passes(analysis, condition):
     """Per-frame success [T] bool: every conditioned object present and not smeared, within POSITION_TOLERANCE of
     its track, no unrequested colour (the per-frame part of the success check; the kind is judged per clip)."""
     expected = np.array([SPRITE_AREA[o.kind] for o in condition.objects], dtype=np.float64)
-    ok = (analysis.stray < STRAY_LIMIT) & (analysis.smeared < SMEAR_LIMIT)
+    ok = (analysis.stray < STRAY_LIMIT) & (analysis.smeared < analysis.smear_limit)
     if len(expected):
         ok = ok & analysis.present.all(axis=1) & (analysis.area <= expected[None, :] + EXTRA_AREA).all(axis=1) \
             & (analysis.position_error <= POSITION_TOLERANCE).all(axis=1)

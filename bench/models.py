@@ -18,6 +18,7 @@ loaded without it (plain `load_wan`), the models are NOT the trained ones.
   target's own block-by-block rollouts, only at its four sampling sigmas after clean committed blocks
   (`bench.train.distil`);
 - target_stars: the target's architecture, fine-tuned from it in the star world (bench/world.py), for DTS.
+- target_beacon: the same, fine-tuned from the target in the beacon world, for DTS.
 
 What did not train within the CPU budget (about 10 minutes of one core each, judged by clips generated from
 noise): 8x8-pixel patches; conditions that give only the start and the velocity (the models had to learn the
@@ -49,12 +50,15 @@ MODEL_CONFIGS = {
     "drafter": dict(dim=96, ffn_dim=256, num_heads=3, num_layers=1),
     # the star world's model (DTS only): the target's architecture, fine-tuned from it, and its training stages
     **{name: TARGET_SHAPE for name in ("target_stars", "target_stars_stage1", "target_stars_stage2")},
+    # the beacon world's model (DTS only): the target's architecture, fine-tuned from it
+    "target_beacon": TARGET_SHAPE,
 }
 SHIPPED = ("target", "drafter")
 # The drafter is initialised from the target's weights on 3 of every 4 residual channels (bench.train.slice_target),
 # so its fixed position embedding is the target's on those channels (`model_position_embedding`).
 DRAFTER_CHANNELS = tuple(c for c in range(TARGET_SHAPE["dim"]) if c % 4 != 3)
-WORLD_OF = {name: "stars" for name in MODEL_CONFIGS if name.startswith("target_stars")}  # not the default world
+WORLD_OF = {**{name: "stars" for name in MODEL_CONFIGS if name.startswith("target_stars")},
+            "target_beacon": "beacon"}  # the models not of the default world
 # SDVG's drafter schedule (Self-Forcing style: x0, then fresh noise at the next sigma). Neither model uses the
 # Self-Forcing sigmas (they stop at 0.625, where these models' x0 estimate is still a blur).
 DRAFTER_SIGMAS = (1.0, 0.75, 0.5, 0.25)

@@ -33,7 +33,7 @@ from samplers.models.wan import save_wan
 
 from .models import (DRAFTER_SIGMAS, MODEL_CONFIGS, SHIPPED, WEIGHTS_DIR, WORLD_OF, build_model, flow_sigmas,
                      model_config, weights_path)
-from .world import DEFAULT_WORLD, MAX_OBJECTS, STAR_WORLD, sample_batch
+from .world import BEACON_WORLD, DEFAULT_WORLD, MAX_OBJECTS, STAR_WORLD, sample_batch
 
 # The recipe of the shipped weights (fixed seeds): `python -m bench.train --model target`, then
 # `python -m bench.train --model drafter` (distilled from the target) and the target_stars stages (see
@@ -51,8 +51,10 @@ DEFAULTS = {
                                 init="target_stars_stage1"),
     "target_stars": dict(steps=2400, batch=16, lr=1e-3, seed=0, shift=3.0, patterns=(1.0, 0.0),
                          init="target_stars_stage2"),
+    # the beacon world (DTS only): one stage from the shipped target, fixed with the world before it ran
+    "target_beacon": dict(steps=2000, batch=16, lr=1.5e-3, seed=0, shift=3.0, patterns=(1.0, 0.0), init="target"),
 }
-WORLDS = {"default": DEFAULT_WORLD, "stars": STAR_WORLD}
+WORLDS = {"default": DEFAULT_WORLD, "stars": STAR_WORLD, "beacon": BEACON_WORLD}
 
 
 def block_sigmas(generator, batch, num_blocks, shift=1.0, patterns=(0.25, 0.55), sigma_set=None):

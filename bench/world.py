@@ -17,6 +17,12 @@ The star world (STAR_WORLD, DTS's benchmark world) adds what a condition does no
 each frame is a star with probability 1/4, independently. Every such pixel is a two-way choice that sampling
 settles late (the two values differ by little), so a few coarse steps average it into a smear, as few-step
 samplers blur the detail of real videos; bench/check.py fails a frame with smeared stars.
+
+The beacon world (BEACON_WORLD, DTS's world shaped like the paper's) adds one such choice per frame instead of
+hundreds: a beacon pixel at a fixed place, lit (grey, as a star) or dark with probability 1/2 in each frame,
+independently; the condition does not fix it. bench/posterior.py computes what exact sampling makes of it: Euler-10
+leaves 3.3 % of such choices half way, Euler-50 and Euler-100 none, so over 12 frames Euler-10 smears the beacon in
+about a third of the clips and the finer samplers in none; bench/check.py fails a clip whose beacon is smeared.
 """
 from dataclasses import dataclass, field
 
@@ -82,6 +88,9 @@ class WorldConfig:
     # with this probability, independently. The condition does not fix the stars, so the clip has a late-deciding
     # two-way choice at every background pixel: what few coarse sampling steps average into smears.
     stars: float = 0.0
+    # The beacon world (BEACON_WORLD, for DTS): these (x, y) pixels are lit (STAR_LEVEL) with probability
+    # BEACON_LIT in each frame, independently (under a sprite the sprite shows).
+    beacons: tuple = ()
 
     @property
     def num_blocks(self):
@@ -91,6 +100,8 @@ class WorldConfig:
 DEFAULT_WORLD = WorldConfig()
 STAR_WORLD = WorldConfig(stars=0.25)
 STAR_LEVEL = (0.5, 0.5, 0.5)  # a star's RGB colour (latent 0): 0.87 from the background, >= 0.87 from every colour
+BEACON_WORLD = WorldConfig(beacons=((8, 8),))
+BEACON_LIT = 0.5  # a beacon's probability of being lit in a frame (the most uncertain two-way choice)
 
 
 @dataclass
@@ -200,13 +211,18 @@ def sample_condition(rng, world=DEFAULT_WORLD, num_objects=None):
 def render(condition, world=DEFAULT_WORLD, rng=None):
     """The ground-truth clip of a condition with start positions: float32 tensor [C, T, H, W] in [-1, 1].
 
-    In a world with stars, `rng` (numpy Generator) draws them: the condition does not fix them."""
+    In a world with stars or beacons, `rng` (numpy Generator) draws them: the condition does not fix them."""
     frames = np.zeros((world.frames, world.height, world.width, 3), dtype=np.float32)
     frames[...] = BACKGROUND
     if world.stars:
         if rng is None:
             raise ValueError("render: a world with stars needs `rng` (the condition does not fix the stars)")
         frames[rng.random((world.frames, world.height, world.width)) < world.stars] = STAR_LEVEL
+    if world.beacons:
+        if rng is None:
+            raise ValueError("render: a world with beacons needs `rng` (the condition does not fix them)")
+        for x, y in world.beacons:
+            frames[rng.random(world.frames) < BEACON_LIT, y, x] = STAR_LEVEL
     for obj in condition.objects:
         sprite = SPRITES[obj.kind]
         colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)

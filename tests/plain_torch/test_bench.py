@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bench.check import IdentityDecoder, WorldRouter, analyse, is_success
-from bench.world import (DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, STAR_WORLD, TEXT_DIM, Condition, WorldObject,
+from bench.posterior import smear_rate
+from bench.world import (BEACON_WORLD, DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, STAR_WORLD, TEXT_DIM, Condition, WorldObject,
                          bounce_track, latent_to_frames, object_track, render, sample_batch, sample_clip)
 from support.bench import frozen, shipped_models, star_target, shuffled, wrong_colours, wrong_kinds
 
@@ -128,6 +129,56 @@ def test_two_smeared_stars_pass_three_fail():
     for count, (y, x) in enumerate(free, start=1):
         smeared[:, 0, y, x] = -0.5  # half way between black (-1) and a star (0)
         assert is_success(smeared, condition, STAR_WORLD) == (count < 3)
+
+
+def test_beacon_world_blinks_one_pixel_the_condition_does_not_fix():
+    (x, y), = BEACON_WORLD.beacons
+    lit_frames = []
+    for seed in range(8):
+        condition, clip = sample_clip(seed, BEACON_WORLD)
+        plain_condition, plain = sample_clip(seed)
+        assert torch.equal(condition.tokens(BEACON_WORLD), plain_condition.tokens())
+        free = background(clip, condition)
+        lit = (clip[:, :, y, x] == 0.0).all(dim=0) & free[:, y, x]  # lit = grey 0.5 = latent 0
+        beacon = torch.zeros_like(free)
+        beacon[:, y, x] = True
+        # elsewhere the default world's clip (the beacon pixel itself: a sprite where one covers it, else dark or lit)
+        assert torch.equal(torch.where(beacon[None], -1.0, clip), torch.where(beacon[None], -1.0, plain))
+        lit_frames += lit[free[:, y, x]].tolist()
+    assert 0.35 < np.mean(lit_frames) < 0.65  # lit with probability 1/2 in each frame
+    with pytest.raises(ValueError, match="rng"):
+        render(condition, BEACON_WORLD)
+
+
+def test_beacon_world_check_fails_one_smeared_beacon_and_no_covered_one():
+    (x, y), = BEACON_WORLD.beacons
+    for seed in range(6):
+        condition, clip = sample_clip(seed, BEACON_WORLD)
+        assert is_success(clip, condition, BEACON_WORLD), analyse(clip, condition, BEACON_WORLD).reasons
+        free = background(clip, condition)[:, y, x]
+        t = int(torch.nonzero(free)[0])
+        smeared = clip.clone()
+        smeared[:, t, y, x] = -0.5  # half way between dark (-1) and lit (0)
+        analysis = analyse(smeared, condition, BEACON_WORLD)
+        assert not analysis.success and any("beacon smeared" in r for r in analysis.reasons)
+        assert analysis.smeared.tolist() == [float(i == t) for i in range(clip.shape[1])]
+        # another background pixel half way is not the beacon world's detail: unclean, but not a failure
+        other = clip.clone()
+        other[:, t, (y + 5) % 16, (x + 5) % 16] = -0.5
+        assert analyse(other, condition, BEACON_WORLD).smeared.max() == 0
+    # a beacon under a conditioned sprite's box is not judged
+    condition = Condition([WorldObject("red", "square", (0, 0), (x - 1, y - 1))])
+    clip = render(condition, BEACON_WORLD, np.random.default_rng(0))
+    clip[:, :, y - 1, x - 1] = -1.0  # the sprite has a hole; the box still covers the beacon
+    clip[:, :, y, x] = -0.5
+    assert analyse(clip, condition, BEACON_WORLD).smeared.max() == 0
+
+
+def test_exact_posterior_euler_smears_the_beacon_at_10_steps_only():
+    """bench/posterior.py, the calculation that shaped the beacon world: with the exact denoiser, Euler-10 leaves a
+    few percent of two-way choices half way, Euler-50 and Euler-100 none (docs/bench.md cites these figures)."""
+    assert 0.02 < smear_rate(10, draws=50_000) < 0.05
+    assert smear_rate(50, draws=50_000) == smear_rate(100, draws=50_000) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- success check
