@@ -11,9 +11,7 @@ from comfy_api.latest import io
 
 from ..samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL
 from .glue.dts_run import dts_options, dts_sampler, ksampler_sample
-from .v3 import advanced, node_id
-
-CATEGORY = "sampling/speculative"
+from .v3 import SAMPLING_CATEGORY, advanced, node_id
 
 # The paper's L2 threshold (11, increment 1.5) was measured on 7 RGB frames of 64x64 pixels; dividing by the
 # square root of that many values gives the per-value RMS the nodes default to (the same at any size).
@@ -85,7 +83,7 @@ class DTSSampler(io.ComfyNode):
         return io.Schema(
             node_id=cls.NODE_ID,
             display_name=cls.DISPLAY_NAME,
-            category=CATEGORY,
+            category=SAMPLING_CATEGORY,
             description=("Draft-and-Target Sampling: coarse Euler drafts verified in parallel by fine Euler steps of "
                          "the same model. Fewer sequential model calls when the GPU has spare batch throughput."),
             inputs=dts_inputs(),
@@ -115,7 +113,7 @@ class DTSKSampler(io.ComfyNode):
         return io.Schema(
             node_id=cls.NODE_ID,
             display_name=cls.DISPLAY_NAME,
-            category=CATEGORY,
+            category=SAMPLING_CATEGORY,
             description=("KSampler with Draft-and-Target Sampling: the scheduler's fine schedule is solved with coarse "
                          "drafts verified in parallel by fine steps of the same model."),
             inputs=[

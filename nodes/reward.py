@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from .glue.image_reward_run import (AGGREGATIONS, DEVICES, DTYPES, FOLDER_NAME, load_router,
                                     register_image_reward_folder, score_images)
-from .v3 import advanced
+from .v3 import LOADERS_CATEGORY, SAMPLING_CATEGORY, advanced
 
 RewardRouter = io.Custom("REWARD_ROUTER")
 
@@ -24,7 +24,7 @@ class LoadImageRewardRouter(io.ComfyNode):
         return io.Schema(
             node_id=cls.NODE_ID,
             display_name=cls.DISPLAY_NAME,
-            category="loaders/speculative",
+            category=LOADERS_CATEGORY,
             description=("Loads ImageReward (THUDM) from models/image_reward/ without network access, as the router "
                          "that decides which drafted SDVG blocks to keep."),
             inputs=[
@@ -69,7 +69,7 @@ class ImageRewardScore(io.ComfyNode):
         return io.Schema(
             node_id=cls.NODE_ID,
             display_name=cls.DISPLAY_NAME,
-            category="sampling/speculative",
+            category=SAMPLING_CATEGORY,
             description=("Scores each frame with the reward router and aggregates them as SDVG does, to calibrate tau "
                          "on your own videos."),
             inputs=[

@@ -14,7 +14,7 @@ from ..samplers.models.self_forcing_files import AUTO_KEY
 from .glue.causal_wan_files import FOLDER_NAME, load_causal_wan, weight_dtype_choices
 from .glue.sdvg_run import DEFAULT_SIGMAS, PROTOCOLS, SCHEDULE_CHOICES, run_sdvg
 from .reward import RewardRouter
-from .v3 import advanced, node_id
+from .v3 import LOADERS_CATEGORY, SAMPLING_CATEGORY, advanced, node_id
 
 
 class SDVGSpeculativeVideo(io.ComfyNode):
@@ -25,7 +25,7 @@ class SDVGSpeculativeVideo(io.ComfyNode):
         return io.Schema(
             node_id=cls.NODE_ID,
             display_name=cls.DISPLAY_NAME,
-            category="sampling/speculative",
+            category=SAMPLING_CATEGORY,
             description=(
                 "Speculative decoding for block-autoregressive video (SDVG): a small causal Wan drafter proposes each "
                 "block, a reward router scores the decoded frames, and a large causal Wan target regenerates the "
@@ -140,7 +140,7 @@ class LoadCausalWanCheckpoint(io.ComfyNode):
         return io.Schema(
             node_id=cls.NODE_ID,
             display_name=cls.DISPLAY_NAME,
-            category="loaders/speculative",
+            category=LOADERS_CATEGORY,
             description=(
                 "Loads a causal Wan 2.1 DiT from models/diffusion_models/ as Load Diffusion Model does, including "
                 "Self-Forcing's own training checkpoint (self_forcing_dmd.pt) without converting it. The .pt is read "

@@ -4,6 +4,10 @@ import inspect
 
 from comfy_api.latest import io
 
+# Where the pack's nodes appear in the node library.
+SAMPLING_CATEGORY = "sampling/speculative"
+LOADERS_CATEGORY = "loaders/speculative"
+
 # `advanced` inputs (folded away in the node until the user opens them) arrived after 0.3.64.
 ADVANCED_INPUTS = "advanced" in inspect.signature(io.WidgetInput.__init__).parameters
 
