@@ -13,7 +13,7 @@ def main(argv=None):
     parser.add_argument("--seeds", choices=sorted(SEED_RANGES), default="report",
                         help="seed range (bench/world.py): 'report' for the tables, 'choice' to choose taus, "
                         "thresholds or checkpoints on seeds the reported tables never see")
-    parser.add_argument("--dts-seeds", type=int, help="override the number of DTS seeds (the star world's)")
+    parser.add_argument("--dts-seeds", type=int, help="override the number of DTS seeds (each world's)")
     parser.add_argument("--sdvg-seeds", type=int, help="override the number of SDVG seeds")
     parser.add_argument("--taus", help="override SDVG's tau sweep, e.g. 0.7,0.8,0.9")
     parser.add_argument("--part", choices=("all", "dts", "sdvg"), default="all", help="run only one part")
@@ -32,7 +32,7 @@ def main(argv=None):
     settings.dts = args.part in ("all", "dts")
     settings.sdvg = args.part in ("all", "sdvg")
     if args.dts_seeds is not None:
-        settings.dts_seeds = args.dts_seeds
+        settings.dts_seeds = settings.beacon_dts_seeds = settings.default_dts_seeds = args.dts_seeds
     if args.sdvg_seeds is not None:
         settings.sdvg_seeds = args.sdvg_seeds
     if args.taus is not None:

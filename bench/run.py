@@ -1,14 +1,15 @@
 """The benchmark: DTS and SDVG against their baselines on the toy world's tiny models, in one run.
 
 Every figure is measured in this run and also given as a ratio to its baseline from the same run:
-- DTS (one model as an ordinary denoiser of the whole clip), in two worlds: the star world (model target_stars;
-  the condition leaves the stars of the background open, and few-step Euler smears them) and the default world
-  (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's target grid), Euler-10, DTS at the
-  paper's settings in size-independent units (strides 10/2, chunk 6, rms threshold 0.0375 and increment 0.005 =
-  the paper's L2 11 and 1.5 on 7x3x64x64 frames: the nodes' defaults), sweeps over the chunk, the threshold and
-  the target stride, and every DTS setting again in auto mode (one auto_memory per model
-  for the whole run, as a ComfyUI server keeps one per loaded model). All DTS runs use the same 100-step fine
-  schedule as Euler-100.
+- DTS (one model as an ordinary denoiser of the whole clip), in three worlds (DTS_WORLDS): the star world (model
+  target_stars; the condition leaves the stars of the background open, and few-step Euler smears them: the hard
+  case), the beacon world (model target_beacon; one late-settled choice per frame, shaped like the paper's
+  benchmarks) and the default world (model target). Euler-100 (baseline), Euler-50 (= plain Euler on DTS's target
+  grid), Euler-10, DTS at its default (sample_dts's and the nodes': the tolerance rule), DTS with the paper's
+  distance rule in size-independent units (strides 10/2, chunk 6, rms threshold 0.0375 and increment 0.005 = the
+  paper's L2 11 and 1.5 on 7x3x64x64 frames), sweeps over the chunk, the threshold and the target stride (star
+  world), and DTS settings again in auto mode (one auto_memory per model for the whole run, as a ComfyUI server
+  keeps one per loaded model). All DTS runs use the same 100-step fine schedule as Euler-100.
 - SDVG (block-autoregressive with KV caches, default world): target-only (tau = +inf, baseline), draft-only
   (tau = -inf), SDVG at several tau (chosen on CHOICE_SEEDS) with the world's analytic quality score as the
   router, and the success check itself as the router (the bound); costs in DiT FLOPs and target forwards from
@@ -34,14 +35,15 @@ from dataclasses import dataclass
 
 import torch
 
-from samplers.methods.dts import sample_dts
+from samplers.methods.dts import DEFAULT_ATOL, DEFAULT_RTOL, sample_dts
 from samplers.methods.sdvg import speculative_generate
 
 from .check import IdentityDecoder, WorldRouter, analyse, frame_passes
 from .models import (DRAFTER_SIGMAS, FlowDenoiser, PositionalCausalRunner, euler_sample, flow_sigmas,
                      load_model)
 from .stats import mcnemar, rate, wilson
-from .world import CHOICE_SEEDS, DEFAULT_WORLD, REPORT_SEEDS, STAR_WORLD, latent_to_frames, sample_clip
+from .world import (BEACON_WORLD, CHOICE_SEEDS, DEFAULT_WORLD, REPORT_SEEDS, STAR_WORLD, latent_to_frames,
+                    sample_clip)
 
 # The main job's output: git-ignored (a run never dirties the checkout). The committed reference run is docs/bench-run/.
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -52,7 +54,14 @@ SEED_RANGES = {"report": REPORT_SEEDS, "choice": CHOICE_SEEDS}
 FINE_STEPS = 100
 SHIFT = 3.0  # Wan-style shift of the flow schedule (more steps at high noise)
 DTS_PAPER = dict(draft_stride=10, target_stride=2, chunk=6, threshold=0.0375, increment=0.005, metric="rms",
-                 rule="distance")  # the paper's rule, as measured in docs/bench-run (the nodes default to "tolerance")
+                 rule="distance")  # the paper's rule (the nodes default to "tolerance")
+# DTS at its default: sample_dts's own defaults (the nodes' too): the paper's strides and chunk, the tolerance rule
+DTS_DEFAULT_NAME = f"DTS default (tolerance, rtol {DEFAULT_RTOL:g})"
+# The DTS worlds, in table order: (key, title, model, world, Settings field with its seed count, Settings field
+# saying whether it runs the sweeps) (bench/world.py describes the worlds)
+DTS_WORLDS = (("stars", "star world", "target_stars", STAR_WORLD, "dts_seeds", None),
+              ("beacon", "beacon world", "target_beacon", BEACON_WORLD, "beacon_dts_seeds", "beacon_world_sweeps"),
+              ("default", "default world", "target", DEFAULT_WORLD, "default_dts_seeds", "default_world_sweeps"))
 # SDVG: the drafter runs its 4 sigmas (DRAFTER_SIGMAS, the ones it is trained at), the target 10 evenly spaced.
 TARGET_SIGMAS = tuple(float(s) for s in flow_sigmas(10)[:-1])
 
@@ -61,12 +70,14 @@ TARGET_SIGMAS = tuple(float(s) for s in flow_sigmas(10)[:-1])
 class Settings:
     """What one benchmark run measures. `quick()` is the README's main-job command, `tiny()` the test's.
 
-    DTS runs in two worlds: the star world (`STAR_WORLD`, model target_stars: few-step sampling fails there) with
-    the chunk / threshold / target-stride sweeps and an auto row per DTS setting, and the default one (model
-    target) with `default_world_sweeps` or only Euler, the paper's setting and its auto row. `seeds` names the seed
+    DTS runs in three worlds (DTS_WORLDS): the star world (`STAR_WORLD`, model target_stars: few-step sampling
+    fails there) with the chunk / threshold / target-stride sweeps and an auto row per DTS setting, the beacon and
+    the default worlds with their `*_world_sweeps` or only Euler, DTS's default, the paper's setting and its auto
+    row. `seeds` names the seed
     range (bench/world.py): "report" (the tables) or "choice" (where checkpoints, taus and thresholds are chosen).
     `workers` processes share the seeds (each with `threads` torch threads)."""
     dts_seeds: int = 32
+    beacon_dts_seeds: int = 32
     default_dts_seeds: int = 32
     sdvg_seeds: int = 48
     euler_steps: tuple = (100, 50, 10)
@@ -76,6 +87,7 @@ class Settings:
     # (target_stride, threshold) rows; stride 1: the target solves Euler-100's own grid
     target_strides: tuple = ((1, 0.0375), (1, 0.001), (1, 0.0005))
     default_world_sweeps: bool = True
+    beacon_world_sweeps: bool = True
     auto_rows: bool = True  # every DTS setting again in auto mode (quick: the paper's and target stride 1 only)
     taus: tuple = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # chosen on CHOICE_SEEDS (docs/bench.md)
     seeds: str = "report"
@@ -100,14 +112,15 @@ class Settings:
 
     @classmethod
     def quick(cls):
-        return cls(dts_seeds=32, default_dts_seeds=32, sdvg_seeds=32, chunks=(6,), thresholds=(0.0005,),
-                   target_strides=((1, 0.001),), default_world_sweeps=False, auto_rows=False,
+        return cls(dts_seeds=32, beacon_dts_seeds=32, default_dts_seeds=32, sdvg_seeds=32, chunks=(6,),
+                   thresholds=(0.0005,), target_strides=((1, 0.001),), default_world_sweeps=False,
+                   beacon_world_sweeps=False, auto_rows=False,
                    taus=(0.7, 0.85, 0.95), label="quick")
 
     @classmethod
     def tiny(cls):
-        return cls(dts_seeds=1, default_dts_seeds=1, sdvg_seeds=1, chunks=(6,), thresholds=(0.0375,),
-                   target_strides=(), default_world_sweeps=False, taus=(0.7,), convergence_steps=0, workers=1,
+        return cls(dts_seeds=1, beacon_dts_seeds=1, default_dts_seeds=1, sdvg_seeds=1, chunks=(6,),
+                   thresholds=(0.0375,), target_strides=(), default_world_sweeps=False, beacon_world_sweeps=False, taus=(0.7,), convergence_steps=0, workers=1,
                    label="tiny")
 
 
@@ -158,6 +171,7 @@ def dts_methods(settings, sweeps=True):
     otherwise only the paper's and the target-stride ones; an auto row's wall time is compared with plain Euler
     on the same target grid (stride 2 of the 100-step schedule: Euler-50)."""
     methods = [(f"Euler-{n}", "euler", dict(steps=n)) for n in settings.euler_steps]
+    methods.append((DTS_DEFAULT_NAME, "dts", {}))
     paper = dict(DTS_PAPER)
     increment = f"inc {paper['increment']:g}"
     settings_list = [(f"DTS paper (chunk {paper['chunk']}, thr {paper['threshold']:g}, {increment})", paper)]
@@ -613,31 +627,34 @@ def machine_description(threads):
 # ------------------------------------------------------------------------------------------------------------
 # Pictures
 
-def plot_frontiers(dts, sdvg, path):
-    """PNG with the two quality-speed frontiers (matplotlib, Agg backend)."""
+def plot_frontiers(dts_worlds, sdvg, path):
+    """PNG with the quality-speed frontiers, one panel per DTS world ({title: run_dts result}) and SDVG's
+    (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    figure, axes = plt.subplots(1, len(dts_worlds) + 1, figsize=(6 * (len(dts_worlds) + 1), 4.8))
     # Distance to Euler-100's clip (same noise) as the quality axis: it separates the methods even where the
     # success rates tie; the success rates are in the table.
-    base = dts["rows"][0]
-    for row in dts["rows"]:
-        if row["name"].endswith(" auto"):
-            continue  # on a CPU an auto row lies on plain Euler's point; the auto table has them
-        calls_speedup = base["calls"] / row["calls"]
-        marker = "s" if row["name"].startswith("Euler") else "o"
-        left.scatter(calls_speedup, row["rms"], marker=marker, color="tab:gray" if marker == "s" else "tab:blue")
-        label = row["name"].replace("DTS ", "").split(" (")[0] + f" ({100 * row['success']:.0f}%)"
-        left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    left.set_xscale("log")
-    left.set_xlabel("speed-up in sequential model calls vs Euler-100 (latency on parallel hardware)")
-    left.set_ylabel("RMS distance to Euler-100's clip (lower is better)")
-    left.set_title("DTS vs Euler (same model; success rate in brackets)")
-    left.grid(alpha=0.3)
+    for left, (title, dts) in zip(axes, dts_worlds.items()):
+        base = dts["rows"][0]
+        for row in dts["rows"]:
+            if row["name"].endswith(" auto"):
+                continue  # on a CPU an auto row lies on plain Euler's point; the auto table has them
+            calls_speedup = base["calls"] / row["calls"]
+            marker = "s" if row["name"].startswith("Euler") else "o"
+            left.scatter(calls_speedup, row["rms"], marker=marker, color="tab:gray" if marker == "s" else "tab:blue")
+            label = row["name"].replace("DTS ", "").split(" (")[0] + f" ({100 * row['success']:.0f}%)"
+            left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        left.set_xscale("log")
+        left.set_xlabel("speed-up in sequential model calls vs Euler-100 (latency on parallel hardware)")
+        left.set_ylabel("RMS distance to Euler-100's clip (lower is better)")
+        left.set_title(f"DTS vs Euler, {title} (success rate in brackets)")
+        left.grid(alpha=0.3)
 
+    right = axes[-1]
     base = sdvg["rows"][0]
     xs, ys = [], []
     for row in sdvg["rows"]:
@@ -714,16 +731,15 @@ def write_gif(rows, path, scale=8):
 
 # ------------------------------------------------------------------------------------------------------------
 
-def run_dts_worlds(settings, world=DEFAULT_WORLD, log=print):
-    """The DTS part: {"stars": ..., "default": ...} (run_dts results of both worlds)."""
-    log(f"DTS in the star world (model target_stars): {settings.dts_seeds} seed(s), "
-        f"{len(dts_methods(settings))} methods")
-    stars = run_dts("target_stars", settings, STAR_WORLD, log)
-    log(f"DTS in the default world (model target): {settings.default_dts_seeds} seed(s), "
-        f"{len(dts_methods(settings, settings.default_world_sweeps))} methods")
-    default = run_dts("target", settings, world, log, seeds=settings.default_dts_seeds,
-                      sweeps=settings.default_world_sweeps)
-    return dict(stars=stars, default=default)
+def run_dts_worlds(settings, log=print):
+    """The DTS part: {key: run_dts result} for each world of DTS_WORLDS."""
+    results = {}
+    for key, title, model_name, world, seeds_field, sweeps_field in DTS_WORLDS:
+        seeds = getattr(settings, seeds_field)
+        sweeps = True if sweeps_field is None else getattr(settings, sweeps_field)
+        log(f"DTS in the {title} (model {model_name}): {seeds} seed(s), {len(dts_methods(settings, sweeps))} methods")
+        results[key] = run_dts(model_name, settings, world, log, seeds=seeds, sweeps=sweeps)
+    return results
 
 
 def _seed_note(result):
@@ -731,17 +747,45 @@ def _seed_note(result):
     return f"{last - first + 1} seeds {first}-{last}"
 
 
+def dts_goal_line(result, key):
+    """Issue 19's goal for DTS at its default, measured: in the beacon world within 2 points of Euler-100's
+    success at >= 3x fewer sequential calls; in the star world no worse than Euler on the target grid (Euler-50)."""
+    rows = {row["name"]: row for row in result["rows"]}
+    dts, base = rows.get(DTS_DEFAULT_NAME), rows[result["baseline"]]
+    if dts is None:
+        return ""
+    fewer = base["calls"] / dts["calls"]
+    points = 100 * (dts["success"] - base["success"])
+    if key == "beacon":
+        reached = points >= -2 and fewer >= 3
+        return (f"Goal (DTS default within 2 points of Euler-100 at >= 3x fewer sequential calls): "
+                f"{'reached' if reached else 'NOT reached'}: {points:+.1f} points at {fewer:.2f}x fewer calls.")
+    if key == "stars" and "Euler-50" in rows:
+        grid = rows["Euler-50"]
+        reached = dts["successes"] >= grid["successes"]
+        return (f"Goal (DTS default no worse than Euler on its target grid, Euler-50): "
+                f"{'reached' if reached else 'NOT reached'}: {rate(dts['successes'], dts['seeds'])} against "
+                f"{rate(grid['successes'], grid['seeds'])}, at {fewer:.2f}x fewer calls than Euler-100.")
+    return ""
+
+
 def dts_tables(dts_worlds):
-    """The DTS part of tables.md."""
-    stars, default = dts_worlds["stars"], dts_worlds["default"]
-    common = ("Every DTS row runs draft stride 10, target stride 2, chunk 6, rms threshold 0.0375 and increment "
-              "0.005 (the paper's, in size-independent units) unless its name says otherwise.")
-    return (f"## DTS, star world (target_stars, {_seed_note(stars)}, 100-step fine schedule, shift {SHIFT:g})\n\n"
-            f"{common}\n\n{dts_table(stars)}\n\n{convergence_line(stars)}\n\n"
-            f"### DTS auto (star world): what it chose, and its wall time against plain Euler on the same "
-            f"grid\n\n{auto_table(stars)}\n\n"
-            f"## DTS, default world (target, {_seed_note(default)})\n\n{dts_table(default)}\n\n"
-            f"{convergence_line(default)}\n\n{auto_table(default)}\n\n")
+    """The DTS part of tables.md: per world its table, the convergence check, the goal and the auto table."""
+    common = (f"`{DTS_DEFAULT_NAME}` runs sample_dts's (and the nodes') defaults: draft stride 10, target stride "
+              "2, chunk 6, a draft state accepted while its distance to the target's is at most rtol times the "
+              f"target's own update over the segment (rtol {DEFAULT_RTOL:g}, atol {DEFAULT_ATOL:g}, growing by (10 + 1.5 r) / 10 in round r as "
+              "the paper's threshold does). Every other DTS row runs the paper's distance rule: draft stride 10, "
+              "target stride 2, chunk 6, rms threshold 0.0375 and increment 0.005 (the paper's L2 11 and 1.5 in "
+              "size-independent units) unless its name says otherwise.")
+    parts = [common]
+    for key, title, model_name, _, _, _ in DTS_WORLDS:
+        result = dts_worlds[key]
+        auto = auto_table(result)
+        parts += [f"## DTS, {title} ({model_name}, {_seed_note(result)}, 100-step fine schedule, shift {SHIFT:g})",
+                  dts_table(result), convergence_line(result), dts_goal_line(result, key),
+                  auto and f"### DTS auto ({title}): what it chose, and its wall time against plain Euler on the "
+                           f"same grid\n\n{auto}"]
+    return "\n\n".join(part for part in parts if part) + "\n\n"
 
 
 def _json_dts(result, world_name):
@@ -750,14 +794,14 @@ def _json_dts(result, world_name):
 
 
 def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=None, drafter=None, target_stars=None,
-        world=DEFAULT_WORLD):
+        target_beacon=None, world=DEFAULT_WORLD):
     """Run the benchmark; writes tables, JSON and pictures under out_dir and returns the results dict.
 
     Models given as objects (the tests' tiny run) are used in this process (one worker); otherwise each worker
     process loads the shipped ones by name."""
     settings = Settings.quick() if settings is None else settings
     torch.set_num_threads(settings.threads)
-    given = dict(target=target, drafter=drafter, target_stars=target_stars)
+    given = dict(target=target, drafter=drafter, target_stars=target_stars, target_beacon=target_beacon)
     if any(model is not None for model in given.values()):
         settings.workers = 1
     _MODELS.update({name: model for name, model in given.items() if model is not None})
@@ -766,7 +810,7 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
     started = _clock()
     log(f"Seeds: {settings.seeds} range {settings.seed_range.start}-{settings.seed_range.stop - 1}; "
         f"{settings.workers} worker process(es) with {settings.threads} thread(s) each")
-    dts_worlds = run_dts_worlds(settings, world, log) if settings.dts else None
+    dts_worlds = run_dts_worlds(settings, log) if settings.dts else None
     sdvg = None
     if settings.sdvg:
         log(f"SDVG: {settings.sdvg_seeds} seed(s), {len(sdvg_methods(settings))} methods")
@@ -790,6 +834,7 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
                         drafter_sigmas=list(DRAFTER_SIGMAS))
     if dts_worlds:
         serialisable["dts"] = _json_dts(dts_worlds["stars"], "stars")
+        serialisable["dts_beacon_world"] = _json_dts(dts_worlds["beacon"], "beacon")
         serialisable["dts_default_world"] = _json_dts(dts_worlds["default"], "default")
     if sdvg:
         serialisable["sdvg"] = dict(baseline=sdvg["baseline"], router=sdvg["router"], seeds=sdvg["seeds"],
@@ -797,16 +842,18 @@ def run(settings=None, out_dir=RESULTS_DIR, log=print, pictures=True, target=Non
     with open(paths["json"], "w") as handle:
         json.dump(serialisable, handle, indent=1, default=str)
     if pictures and dts_worlds and sdvg:
-        paths.update(write_pictures(dts_worlds["stars"], sdvg, out_dir, log))
+        paths.update(write_pictures(dts_worlds, sdvg, out_dir, log))
     log("")
     log(tables)
     log("wrote " + ", ".join(paths.values()) + (" (git-ignored)" if os.path.abspath(out_dir) == RESULTS_DIR else ""))
-    return dict(dts=dts_worlds and dts_worlds["stars"], dts_default_world=dts_worlds and dts_worlds["default"],
+    return dict(dts=dts_worlds and dts_worlds["stars"], dts_beacon_world=dts_worlds and dts_worlds["beacon"],
+                dts_default_world=dts_worlds and dts_worlds["default"],
                 sdvg=sdvg, tables=tables, paths=paths, seconds=seconds, machine=machine)
 
 
-def write_pictures(dts, sdvg, out_dir, log=print):
-    """frontiers.png (with matplotlib), strip.png and clips.gif under out_dir; returns their paths."""
+def write_pictures(dts_worlds, sdvg, out_dir, log=print):
+    """frontiers.png (with matplotlib), strip.png and clips.gif (the beacon world's DTS clips, then SDVG's) under
+    out_dir; returns their paths."""
     paths = {}
     try:
         import matplotlib  # noqa: F401  (the pack's test extra)
@@ -814,9 +861,12 @@ def write_pictures(dts, sdvg, out_dir, log=print):
         log("matplotlib is not installed: no frontiers.png (pip install matplotlib)")
     else:
         paths["plot"] = os.path.join(out_dir, "frontiers.png")
-        plot_frontiers(dts, sdvg, paths["plot"])
+        titles = {key: title for key, title, *_ in DTS_WORLDS}
+        plot_frontiers({titles[key]: result for key, result in dts_worlds.items() if key != "default"}, sdvg,
+                       paths["plot"])
+    dts = dts_worlds["beacon"]
     strip_rows = [(name, dts["clips"][name]) for name in ("Euler-100", "Euler-10") if name in dts["clips"]]
-    strip_rows.append(("DTS paper", dts["clips"][dts["rows"][3]["name"]]))
+    strip_rows.append(("DTS default", dts["clips"][DTS_DEFAULT_NAME]))
     sdvg_names = [r["name"] for r in sdvg["rows"] if r["name"] != ORACLE]
     middle = sdvg_names[2 + len(sdvg_names[2:]) // 2]
     strip_rows += [(name, sdvg["clips"][name]) for name in ("target-only", "draft-only", middle)]

@@ -72,7 +72,7 @@ TEXT_DIM = 64  # the models' text_dim: the token padded with zeros
 # and chose on seeds 1000-1039, so they are choice seeds now); REPORT_SEEDS are the reported tables' only seeds,
 # on which nothing was chosen. The tests use their own fixed seeds below 1000.
 TRAINING_SEEDS = range(100_000, 200_000)
-CHOICE_SEEDS = range(1000, 2000)
+CHOICE_SEEDS = range(1000, 3000)
 REPORT_SEEDS = range(5000, 6000)
 
 

@@ -10,7 +10,7 @@ from bench.check import IdentityDecoder, WorldRouter, analyse, is_success
 from bench.posterior import smear_rate
 from bench.world import (BEACON_WORLD, DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, STAR_WORLD, TEXT_DIM, Condition, WorldObject,
                          bounce_track, latent_to_frames, object_track, render, sample_batch, sample_clip)
-from support.bench import frozen, shipped_models, star_target, shuffled, wrong_colours, wrong_kinds
+from support.bench import beacon_target, frozen, shipped_models, star_target, shuffled, wrong_colours, wrong_kinds
 
 SEEDS = range(12)
 
@@ -306,7 +306,8 @@ def test_spearman_of_known_rankings():
 def test_shipped_weights_fit_the_size_budget():
     from bench.models import WEIGHTS_DIR
     files = [name for name in os.listdir(WEIGHTS_DIR) if name.endswith(".safetensors")]
-    assert {"target.safetensors", "drafter.safetensors", "target_stars.safetensors"} <= set(files)
+    assert {"target.safetensors", "drafter.safetensors", "target_stars.safetensors",
+            "target_beacon.safetensors"} <= set(files)
     assert sum(os.path.getsize(os.path.join(WEIGHTS_DIR, name)) for name in files) <= 10 * 1024 * 1024
 
 
@@ -327,6 +328,7 @@ def test_shipped_weights_load_with_their_configs():
     assert target.config == model_config("target")
     assert drafter.config == model_config("drafter")
     assert star_target().config == model_config("target_stars")
+    assert beacon_target().config == model_config("target_beacon")
 
 
 def test_block_by_block_runner_sees_the_same_absolute_positions_as_the_whole_clip():
@@ -390,7 +392,7 @@ def tiny_run(tmp_path_factory):
     lines = []
     try:
         result = run(settings, out_dir=str(out_dir), log=lines.append, target=target, drafter=drafter,
-                     target_stars=star_target(), pictures=importlib.util.find_spec("matplotlib") is not None)
+                     target_stars=star_target(), target_beacon=beacon_target(), pictures=importlib.util.find_spec("matplotlib") is not None)
     finally:
         torch.set_num_threads(threads)  # run() sets its own thread count; leave the session's as it was
     return result, "\n".join(lines), out_dir
@@ -402,8 +404,28 @@ def test_benchmark_prints_dts_table_with_every_column(tiny_run):
     header = next(line for line in printed.splitlines() if line.startswith("| method | calls"))
     for column in ("calls", "evals", "wall", "distance to Euler-100", "success"):
         assert column in header
-    for method in ("Euler-100", "Euler-50", "Euler-10", "DTS paper"):
+    for method in ("Euler-100", "Euler-50", "Euler-10", "DTS default (tolerance", "DTS paper"):
         assert f"| {method}" in printed
+    for world in ("star world", "beacon world", "default world"):
+        assert f"## DTS, {world}" in printed
+
+
+def test_dts_goal_lines_compare_the_default_row_with_its_goal_per_world():
+    from bench.run import DTS_DEFAULT_NAME, dts_goal_line
+
+    def world(euler_100, euler_50, dts, dts_calls):
+        rows = [dict(name=name, successes=k, seeds=32, success=k / 32, calls=calls)
+                for name, k, calls in (("Euler-100", euler_100, 100.0), ("Euler-50", euler_50, 50.0),
+                                       (DTS_DEFAULT_NAME, dts, dts_calls))]
+        return dict(baseline="Euler-100", rows=rows)
+
+    assert dts_goal_line(world(30, 30, 30, 33.0), "beacon").startswith("Goal (DTS default within 2 points")
+    assert ": reached: +0.0 points at 3.03x" in dts_goal_line(world(30, 30, 30, 33.0), "beacon")
+    assert "NOT reached: -3.1 points" in dts_goal_line(world(30, 30, 29, 20.0), "beacon")  # one seed is 3.1 points
+    assert "NOT reached: +0.0 points at 2.50x" in dts_goal_line(world(30, 30, 30, 40.0), "beacon")
+    assert ": reached: 62%" in dts_goal_line(world(20, 10, 20, 60.0), "stars")
+    assert "NOT reached" in dts_goal_line(world(20, 10, 9, 30.0), "stars")
+    assert dts_goal_line(world(20, 10, 9, 30.0), "default") == ""
 
 
 @pytest.mark.slow
@@ -533,7 +555,7 @@ def test_seed_ranges_have_one_job_each_and_the_tables_use_the_report_range():
     assert all(not (a & b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
     quick = Settings.quick()
     assert quick.seeds == "report" and quick.seed(0) == REPORT_SEEDS.start
-    assert min(quick.dts_seeds, quick.default_dts_seeds, quick.sdvg_seeds) >= 32
+    assert min(quick.dts_seeds, quick.beacon_dts_seeds, quick.default_dts_seeds, quick.sdvg_seeds) >= 32
     assert Settings(seeds="choice").seed(3) == CHOICE_SEEDS.start + 3
     with pytest.raises(ValueError, match="Settings.seeds"):
         Settings(seeds="eval").seed(0)

@@ -22,6 +22,14 @@ def star_target():
     return load_model("target_stars")
 
 
+@functools.lru_cache(maxsize=None)
+def beacon_target():
+    """The beacon world's model target_beacon (loaded once per session)."""
+    from bench.models import load_model
+
+    return load_model("target_beacon")
+
+
 def shuffled(clip, seed=0):
     """The clip's frames in a random order that is not the identity (nor the reversal)."""
     frames = clip.shape[1]
