@@ -141,7 +141,7 @@ def run_model(comfy_nodes, pack, model, latent, positive, seeds):
                     stats = reported.pop()
                     assert (stats["calls"], stats["evals"]) == (counts["calls"], counts["evals"]), (stats, counts)
                     run.update(accepted=sum(stats["accepted"]), drafted=sum(stats["drafted"]),
-                               rounds=stats["rounds"])
+                               rounds=stats["rounds"], ratios=[r for ratios in stats["ratios"] for r in ratios])
                 runs[name].append(run)
     return runs
 
@@ -180,7 +180,11 @@ def report(comfy_nodes, pack, models, seeds):
     for name, model, latent, positive in models:
         runs = run_model(comfy_nodes, pack, model, latent, positive, seeds)
         shape = "x".join(str(size) for size in latent["samples"].shape)
-        parts.append(f"### {name}, latent {shape}\n\n{table(runs)}")
+        ratios = sorted(ratio for run in runs["DTS"] for ratio in run["ratios"])
+        parts.append(f"### {name}, latent {shape}\n\n{table(runs)}\n\nDTS's drafts, distance to their target as "
+                     f"a share of the target's own step (accepted up to rtol {options['rtol']} in round 0): "
+                     f"median {ratios[len(ratios) // 2]:.3f}, smallest {ratios[0]:.3f}, largest {ratios[-1]:.3f} "
+                     f"({len(ratios)} drafts).")
     return "\n\n".join(parts)
 
 

@@ -21,7 +21,8 @@ def cells(line):
 
 @pytest.fixture(scope="module")
 def tables(comfy_nodes, comfy_pack, tmp_path_factory):
-    """{model title: {method: {column: cell}}} parsed from the report of one seed, and the report's text."""
+    """{model title: {method: {column: cell}}} parsed from the report of one seed, and the report's text (each
+    table followed by its note on DTS's draft-to-target ratios)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -31,8 +32,9 @@ def tables(comfy_nodes, comfy_pack, tmp_path_factory):
         torch.set_num_threads(threads)
     parsed = {}
     for section in text.split("### ")[1:]:
-        title, _, body = section.partition("\n\n")
-        header, rule, *rows = body.strip().splitlines()
+        title, table, note = section.strip().split("\n\n")
+        assert note.startswith("DTS's drafts, distance to their target as a share of the target's own step")
+        header, rule, *rows = table.splitlines()
         assert cells(header) == COLUMNS and set(rule) <= set("|-")
         parsed[title] = {cells(row)[0]: dict(zip(COLUMNS, cells(row))) for row in rows}
     return parsed, text
