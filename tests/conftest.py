@@ -11,12 +11,12 @@ The repo root and tests/ are on sys.path through pytest's `pythonpath` setting (
 `samplers`, `bench` and the helper package `support`. ComfyUI's folder goes *ahead* of them, as ComfyUI's own
 main.py puts it, so that `import nodes` means ComfyUI's nodes.py, never this pack's nodes/ package.
 """
-import asyncio
 import os
 import sys
 
 import pytest
 
+from scripts.tiny_comfyui_models import import_comfyui_on_cpu, load_pack
 from support import REPO
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
@@ -42,30 +42,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
-def import_comfyui_on_cpu():
-    """Import ComfyUI in-process, forced to the CPU, and return its `nodes` module."""
-    import comfy.options  # noqa: F401  (argument parsing stays off: ComfyUI is used as a library)
-    from comfy.cli_args import args
-
-    args.cpu = True  # must precede the first import of comfy.model_management
-    import comfy.model_management  # noqa: F401
-    import nodes as comfy_nodes
-
-    assert os.path.abspath(comfy_nodes.__file__).startswith(COMFYUI_PATH), comfy_nodes.__file__
-    return comfy_nodes
-
-
 @pytest.fixture(scope="session")
 def comfy_nodes():
     """ComfyUI's `nodes` module (in-process, CPU)."""
     if not COMFYUI_PATH:
         pytest.skip(SKIP_REASON)
-    return import_comfyui_on_cpu()
+    return import_comfyui_on_cpu(COMFYUI_PATH)
 
 
 @pytest.fixture(scope="session")
 def comfy_pack(comfy_nodes):
     """This pack, loaded through ComfyUI's own custom-node loader (the module object it created)."""
-    ok = asyncio.run(comfy_nodes.load_custom_node(REPO))
-    assert ok, "ComfyUI's loader failed to import the pack (see the log above)"
-    return sys.modules[REPO.replace(".", "_x_")]
+    return load_pack(comfy_nodes, REPO)

@@ -6,36 +6,14 @@ weights, then saved as safetensors with the original Wan key names, so ComfyUI's
 VAELoader) detect and load them the way they load real files.
 """
 import json
-import math
 
 import torch
+
+from scripts.tiny_comfyui_models import random_state_dict, write_tiny_wan  # noqa: F401  (shared with the bench)
 
 # The Wan 2.1 VAE's published architecture (ComfyUI hard-codes it too: there is no smaller Wan VAE).
 WAN21_VAE_CONFIG = {"dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
                     "temperal_downsample": [False, True, True], "dropout": 0.0}
-
-
-def random_state_dict(module, seed, dtype=torch.float32, weight_std=None):
-    """Seeded random tensors shaped like `module`'s state dict (the module may live on the meta device).
-
-    Norm scales (1-d tensors named '*norm*.weight' / '*gamma') are ones, biases zero, other weights normal with
-    standard deviation `weight_std` or 1/sqrt(fan_in) (keeps activations of order 1 through deep random nets).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    state_dict = {}
-    for name, tensor in module.state_dict().items():
-        shape = tuple(tensor.shape)
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "gamma" or (len(shape) == 1 and "norm" in name and leaf == "weight"):
-            value = torch.ones(shape)
-        elif leaf == "bias":
-            value = torch.zeros(shape)
-        else:
-            fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-            std = weight_std if weight_std is not None else 1.0 / math.sqrt(fan_in)
-            value = torch.randn(shape, generator=generator) * std
-        state_dict[name] = value.to(dtype).contiguous()
-    return state_dict
 
 
 def write_random_wan21_vae(path, seed=0, dtype=torch.float16):
@@ -60,25 +38,6 @@ def core_ar_model():
     except ImportError:
         return None
     return comfy.ldm.wan.ar_model
-
-
-def write_tiny_wan(path, *, dim, ffn_dim, num_layers=2, seed=0, model_type="t2v", in_dim=16, out_dim=16,
-                   metadata=None):
-    """Save a tiny Wan 2.1 DiT built with ComfyUI's WanModel (original key names) to `path` (safetensors, fp32).
-
-    dim must be a multiple of 128 (ComfyUI derives heads = dim // 128); text width 4096 (what ComfyUI assumes).
-    model_type "i2v" adds the image-embedding keys that make ComfyUI detect a Wan 2.1 I2V model. metadata: the
-    file's safetensors metadata (e.g. CAUSAL_AR_METADATA); the weights depend on the seed only.
-    """
-    import comfy.ldm.wan.model
-    import comfy.ops
-    from safetensors.torch import save_file
-
-    model = comfy.ldm.wan.model.WanModel(
-        model_type=model_type, patch_size=(1, 2, 2), in_dim=in_dim, dim=dim, ffn_dim=ffn_dim, freq_dim=256,
-        text_dim=4096, out_dim=out_dim, num_heads=dim // 128, num_layers=num_layers, device="meta",
-        operations=comfy.ops.disable_weight_init)
-    save_file(random_state_dict(model, seed, torch.float32, weight_std=0.02), str(path), metadata=metadata)
 
 
 def add_model_folder(kind, directory):

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from scripts.tiny_comfyui_models import write_dts_tiny_wan
+
 
 TINY_WAN_NAME = "dts_tiny_wan21_t2v.safetensors"
 STEPS = 16  # fine schedule of the tests (users get 100)
@@ -51,22 +53,9 @@ def dts_run(comfy_pack):
 @pytest.fixture(scope="module")
 def tiny_wan(comfy, tmp_path_factory):
     """A random Wan 2.1 T2V DiT (dim 128, 2 layers) saved with original Wan key names, loaded by UNETLoader."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    model = comfy.comfy.ldm.wan.model.WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2,
-                                               in_dim=16, out_dim=16, text_dim=4096, freq_dim=256,
-                                               operations=comfy.comfy.ops.disable_weight_init)
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {}
-    for name, tensor in model.state_dict().items():
-        if "norm" in name and tensor.ndim == 1:
-            state_dict[name] = torch.ones_like(tensor)
-        else:
-            state_dict[name] = torch.randn(tensor.shape, generator=generator) * 0.05
     folder = tmp_path_factory.mktemp("models") / "diffusion_models"
     folder.mkdir()
-    save_file(state_dict, str(folder / TINY_WAN_NAME))
+    write_dts_tiny_wan(folder / TINY_WAN_NAME)
     comfy.folder_paths.add_model_folder_path("diffusion_models", str(folder), is_default=True)
     return comfy.nodes.UNETLoader().load_unet(TINY_WAN_NAME, "default")[0]
 

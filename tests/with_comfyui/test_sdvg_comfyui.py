@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from scripts.tiny_comfyui_models import SDVG_TARGET_WAN
 from support.sdvg import (CAUSAL_AR_METADATA, MeanBrightnessRouter, ScriptedRouter, add_model_folder, core_ar_model,
                           load_as_core_causal_wan, stand_in_conditioning, write_random_wan21_vae, write_tiny_wan)
 
@@ -23,7 +24,7 @@ FRAMES_PER_BLOCK = 2
 SIGMAS = "1.0, 0.9375, 0.8333, 0.625"
 TINY_WANS = {  # file stem -> write_tiny_wan arguments
     "drafter": dict(dim=128, ffn_dim=256, seed=1),
-    "target": dict(dim=256, ffn_dim=512, seed=2),
+    "target": SDVG_TARGET_WAN,
     "i2v": dict(dim=128, ffn_dim=256, seed=3, model_type="i2v", in_dim=36),
     "wide_latent": dict(dim=128, ffn_dim=256, seed=4, in_dim=32),
 }

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import pytest
 
+from scripts.tiny_comfyui_models import SDVG_TARGET_WAN
 from support import e2e as e2e_support
 # Imported before ComfyUI: its nodes.py puts ComfyUI/comfy on sys.path, where `samplers` would then mean
 # comfy/samplers.py instead of this repo's samplers/ package (which these support modules import).
@@ -61,8 +62,7 @@ def write_models(models_dir):
     os.makedirs(os.path.join(models_dir, "vae"), exist_ok=True)
     sdvg_support.write_tiny_wan(os.path.join(models_dir, "diffusion_models", DRAFTER_FILE), dim=128, ffn_dim=256,
                                 seed=1)
-    sdvg_support.write_tiny_wan(os.path.join(models_dir, "diffusion_models", TARGET_FILE), dim=256, ffn_dim=512,
-                                seed=2)
+    sdvg_support.write_tiny_wan(os.path.join(models_dir, "diffusion_models", TARGET_FILE), **SDVG_TARGET_WAN)
     sdvg_support.write_random_wan21_vae(os.path.join(models_dir, "vae", VAE_FILE), seed=0)
     reward_support.write_image_reward_folder(os.path.join(models_dir, "image_reward"), config=reward_support.TINY,
                                              weights_name=IMAGE_REWARD_FILE)
