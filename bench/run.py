@@ -73,8 +73,8 @@ class Settings:
     DTS runs in three worlds (DTS_WORLDS): the star world (`STAR_WORLD`, model target_stars: few-step sampling
     fails there) with the chunk / threshold / target-stride sweeps and an auto row per DTS setting, the beacon and
     the default worlds with their `*_world_sweeps` or only Euler, DTS's default, the paper's setting and its auto
-    row. `seeds` names the seed
-    range (bench/world.py): "report" (the tables) or "choice" (where checkpoints, taus and thresholds are chosen).
+    row. `seeds` names the seed range (bench/world.py): "report" (the tables) or "choice" (where checkpoints, taus
+    and thresholds are chosen).
     `workers` processes share the seeds (each with `threads` torch threads)."""
     dts_seeds: int = 32
     beacon_dts_seeds: int = 32
@@ -120,8 +120,8 @@ class Settings:
     @classmethod
     def tiny(cls):
         return cls(dts_seeds=1, beacon_dts_seeds=1, default_dts_seeds=1, sdvg_seeds=1, chunks=(6,),
-                   thresholds=(0.0375,), target_strides=(), default_world_sweeps=False, beacon_world_sweeps=False, taus=(0.7,), convergence_steps=0, workers=1,
-                   label="tiny")
+                   thresholds=(0.0375,), target_strides=(), default_world_sweeps=False, beacon_world_sweeps=False,
+                   taus=(0.7,), convergence_steps=0, workers=1, label="tiny")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -645,9 +645,11 @@ def plot_frontiers(dts_worlds, sdvg, path):
                 continue  # on a CPU an auto row lies on plain Euler's point; the auto table has them
             calls_speedup = base["calls"] / row["calls"]
             marker = "s" if row["name"].startswith("Euler") else "o"
-            left.scatter(calls_speedup, row["rms"], marker=marker, color="tab:gray" if marker == "s" else "tab:blue")
+            left.scatter(calls_speedup, row["rms"], marker=marker,
+                         color="tab:gray" if marker == "s" else "tab:blue")
             label = row["name"].replace("DTS ", "").split(" (")[0] + f" ({100 * row['success']:.0f}%)"
-            left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
         left.set_xscale("log")
         left.set_xlabel("speed-up in sequential model calls vs Euler-100 (latency on parallel hardware)")
         left.set_ylabel("RMS distance to Euler-100's clip (lower is better)")
@@ -737,7 +739,8 @@ def run_dts_worlds(settings, log=print):
     for key, title, model_name, world, seeds_field, sweeps_field in DTS_WORLDS:
         seeds = getattr(settings, seeds_field)
         sweeps = True if sweeps_field is None else getattr(settings, sweeps_field)
-        log(f"DTS in the {title} (model {model_name}): {seeds} seed(s), {len(dts_methods(settings, sweeps))} methods")
+        log(f"DTS in the {title} (model {model_name}): {seeds} seed(s), "
+            f"{len(dts_methods(settings, sweeps))} methods")
         results[key] = run_dts(model_name, settings, world, log, seeds=seeds, sweeps=sweeps)
     return results
 
@@ -773,10 +776,10 @@ def dts_tables(dts_worlds):
     """The DTS part of tables.md: per world its table, the convergence check, the goal and the auto table."""
     common = (f"`{DTS_DEFAULT_NAME}` runs sample_dts's (and the nodes') defaults: draft stride 10, target stride "
               "2, chunk 6, a draft state accepted while its distance to the target's is at most rtol times the "
-              f"target's own update over the segment (rtol {DEFAULT_RTOL:g}, atol {DEFAULT_ATOL:g}, growing by (10 + 1.5 r) / 10 in round r as "
-              "the paper's threshold does). Every other DTS row runs the paper's distance rule: draft stride 10, "
-              "target stride 2, chunk 6, rms threshold 0.0375 and increment 0.005 (the paper's L2 11 and 1.5 in "
-              "size-independent units) unless its name says otherwise.")
+              f"target's own update over the segment (rtol {DEFAULT_RTOL:g}, atol {DEFAULT_ATOL:g}, growing by "
+              "(10 + 1.5 r) / 10 in round r as the paper's threshold does). Every other DTS row runs the paper's "
+              "distance rule: draft stride 10, target stride 2, chunk 6, rms threshold 0.0375 and increment 0.005 "
+              "(the paper's L2 11 and 1.5 in size-independent units) unless its name says otherwise.")
     parts = [common]
     for key, title, model_name, _, _, _ in DTS_WORLDS:
         result = dts_worlds[key]

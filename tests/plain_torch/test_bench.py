@@ -8,8 +8,8 @@ import torch
 
 from bench.check import IdentityDecoder, WorldRouter, analyse, is_success
 from bench.posterior import smear_rate
-from bench.world import (BEACON_WORLD, DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, STAR_WORLD, TEXT_DIM, Condition, WorldObject,
-                         bounce_track, latent_to_frames, object_track, render, sample_batch, sample_clip)
+from bench.world import (BEACON_WORLD, DEFAULT_WORLD, MAX_OBJECTS, SPRITE_SIZE, STAR_WORLD, TEXT_DIM, Condition,
+                         WorldObject, bounce_track, latent_to_frames, object_track, render, sample_batch, sample_clip)
 from support.bench import beacon_target, frozen, shipped_models, star_target, shuffled, wrong_colours, wrong_kinds
 
 SEEDS = range(12)
@@ -392,7 +392,8 @@ def tiny_run(tmp_path_factory):
     lines = []
     try:
         result = run(settings, out_dir=str(out_dir), log=lines.append, target=target, drafter=drafter,
-                     target_stars=star_target(), target_beacon=beacon_target(), pictures=importlib.util.find_spec("matplotlib") is not None)
+                     target_stars=star_target(), target_beacon=beacon_target(),
+                     pictures=importlib.util.find_spec("matplotlib") is not None)
     finally:
         torch.set_num_threads(threads)  # run() sets its own thread count; leave the session's as it was
     return result, "\n".join(lines), out_dir
