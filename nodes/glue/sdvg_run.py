@@ -13,7 +13,7 @@ import torch
 from ...samplers.methods.schedules import SCHEDULES, check_block_schedule, check_flow_sigmas
 from ...samplers.methods.sdvg import MODE_TAU, parts_needed, speculative_generate
 from ...samplers.models.causal_runner import PROTOCOLS, CausalWanRunner, check_protocol, kv_cache_bytes  # noqa: F401
-from ...samplers.models.memory_plan import GIB, MemoryPlanError, check_fits, memory_plan  # noqa: F401
+from ...samplers.models.memory_plan import GIB, MemoryPlanError, check_fits, memory_plan, plan_within  # noqa: F401
 from ...samplers.models.wan import validate_window
 from .image_reward_run import check_router
 from .placement import Placed, compute_dtype
@@ -172,16 +172,18 @@ def length_warnings(protocols, window, num_blocks, frames_per_block):
 def check_memory(models, protocols, width, height, num_blocks, frames_per_block, window, sink_frames,
                  context_frames):
     """The run's memory plan against what ComfyUI can make free on the target's device, after offloading what it
-    may. Raises MemoryPlanError before anything is allocated; returns (plan, available bytes)."""
+    may (a self_forcing target's deferred commits split into groups that fit: `plan_within`). Raises MemoryPlanError
+    before anything is allocated; returns (plan, available bytes)."""
     import comfy.model_management
 
-    plan = memory_plan({name: (module, protocols[name], compute_dtype(patcher))
-                        for name, (patcher, module) in models.items()},
-                       width=width, height=height, num_blocks=num_blocks, frames_per_block=frames_per_block,
-                       local_attn_frames=window, sink_frames=sink_frames, context_frames=context_frames)
+    plan_models = {name: (module, protocols[name], compute_dtype(patcher))
+                   for name, (patcher, module) in models.items()}
+    options = dict(width=width, height=height, num_blocks=num_blocks, frames_per_block=frames_per_block,
+                   local_attn_frames=window, sink_frames=sink_frames, context_frames=context_frames)
     device = next(iter(models.values()))[0].load_device
-    comfy.model_management.free_memory(plan.total_bytes, device)
+    comfy.model_management.free_memory(memory_plan(plan_models, **options).total_bytes, device)
     available = comfy.model_management.get_free_memory(device)
+    plan = plan_within(available, plan_models, **options)
     check_fits(plan, available, device)
     return plan, available
 
@@ -269,7 +271,8 @@ def place_runners(models, context, block_shape, max_frames, local_attn_frames, s
                                  local_attn_frames=window, sink_frames=sink_frames if window else 0, batch_size=1,
                                  device=patcher.load_device, dtype=dtypes[name], protocol=protocols[name],
                                  context_frames=context_frames,
-                                 attention=comfy_attention(dict(patcher.model_options.get("transformer_options", {}))))
+                                 attention=comfy_attention(dict(patcher.model_options.get("transformer_options", {}))),
+                                 max_commit_blocks=plan.inputs.get("deferred_blocks") if name == "target" else None)
         runners[name] = Placed(runner, patcher, ("predict", "commit", "reset"), memory_required=activation_bytes)
         runners[name].reset(context)
     return runners

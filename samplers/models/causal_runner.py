@@ -159,12 +159,16 @@ class CausalWanRunner:
     earlier frames). protocol: "self_forcing" or "krea_realtime" (module docstring); context_frames: Krea's K
     (kv_cache_num_frames, >= 2). attention: `attend(q, k, v, mask=None)` as `samplers.models.wan.attend` (the
     default). device / dtype: default to the model's; the computation and the cache use `dtype`.
+    max_commit_blocks: at most this many blocks per self_forcing commit forward (None: as many as the cache has
+    room for); the memory plan's `deferred_blocks` when the deferred commit of every skipped block does not fit.
     """
 
     def __init__(self, model, *, latent_height, latent_width, max_frames, frames_per_block=3, local_attn_frames=None,
                  sink_frames=0, batch_size=1, device=None, dtype=None, protocol="self_forcing", context_frames=3,
-                 attention=None):
+                 attention=None, max_commit_blocks=None):
         check_protocol(protocol)
+        if max_commit_blocks is not None and (not isinstance(max_commit_blocks, int) or max_commit_blocks < 1):
+            raise ValueError(f"max_commit_blocks must be None or an integer >= 1 (got {max_commit_blocks!r})")
         validate_window(frames_per_block, local_attn_frames, sink_frames)
         if protocol == "krea_realtime":
             if local_attn_frames is not None or sink_frames:
@@ -193,6 +197,7 @@ class CausalWanRunner:
         self.batch_size = batch_size
         self.protocol = protocol
         self.context_frames = context_frames
+        self.max_commit_blocks = max_commit_blocks
         self.attention = attention if attention is not None else attend
         self.device = torch.device(device) if device is not None else model_device(model)
         self.dtype = dtype if dtype is not None else model_compute_dtype(model)
@@ -249,11 +254,11 @@ class CausalWanRunner:
 
         self_forcing: append their K/V, computed at t = 0. One block is one forward, as Self-Forcing commits; several
         (a deferred commit) are one forward with the block-causal mask (and the window) over `cache ++ blocks`, the
-        same K/V as committing them one by one up to float rounding; a window whose room is smaller than the blocks
-        splits them into as few forwards as fit. krea_realtime: `context` [B, C, K', H, W] (from
-        `recompute_context` over every committed latent, so it already ends with these blocks' frames) replaces the
-        cache, computed at t = 0 at positions 0 .. K'-1 with the block-causal mask; the blocks themselves are only
-        counted."""
+        same K/V as committing them one by one up to float rounding; a window whose room is smaller than the blocks,
+        or `max_commit_blocks` (the memory plan's `deferred_blocks`), splits them into as few forwards as fit.
+        krea_realtime: `context` [B, C, K', H, W] (from `recompute_context` over every committed latent, so it
+        already ends with these blocks' frames) replaces the cache, computed at t = 0 at positions 0 .. K'-1 with the
+        block-causal mask; the blocks themselves are only counted."""
         self._check_block(clean_blocks, commit=True)
         if self.protocol == "krea_realtime":
             if context is None or context.ndim != 5 or not 1 <= context.shape[2] <= self.context_frames:
@@ -270,6 +275,7 @@ class CausalWanRunner:
         blocks = list(clean_blocks.split(self.frames_per_block, dim=2))
         while blocks:
             room = max((self.cache.capacity_frames - len(self.cache.frames)) // self.frames_per_block, 1)
+            room = min(room, self.max_commit_blocks or room)
             self._append(torch.cat(blocks[:room], dim=2))
             blocks = blocks[room:]
 

@@ -74,12 +74,14 @@ class MemoryPlan:
 
 
 def memory_plan(models, *, width, height, num_blocks, frames_per_block=3, local_attn_frames=None, sink_frames=0,
-                context_frames=3, text_tokens=TEXT_TOKENS, batch_size=1):
+                context_frames=3, text_tokens=TEXT_TOKENS, batch_size=1, deferred_blocks=None):
     """The bytes an SDVG run needs on its device.
 
     models: {name: (model or WanConfig, protocol, dtype)} for the models the run uses. width / height: pixels (the
     latent is /8, tokens /16). num_blocks x frames_per_block latent frames; local_attn_frames (None = no window) /
-    sink_frames: the self_forcing window; context_frames: Krea's K.
+    sink_frames: the self_forcing window; context_frames: Krea's K. deferred_blocks: at most this many blocks per
+    forward of a self_forcing target's deferred commit (None: every skipped block in one forward, as the cache's
+    room allows; `plan_within` picks it).
     """
     tokens_per_frame = (height // PIXELS_PER_TOKEN) * (width // PIXELS_PER_TOKEN)
     max_frames = num_blocks * frames_per_block
@@ -96,7 +98,10 @@ def memory_plan(models, *, width, height, num_blocks, frames_per_block=3, local_
             # The loop defers a self_forcing target's commits to its next block (samplers/methods/sdvg.py,
             # BlockLoop): one forward over up to every earlier block (at most the cache's room), with a block-causal
             # mask [queries x keys] held as booleans and, by ComfyUI's attention dispatch, in the compute dtype.
-            forward_frames = max(forward_frames, min(max_frames - frames_per_block, frames))
+            deferred = min(max_frames - frames_per_block, frames)
+            if deferred_blocks is not None:
+                deferred = min(deferred, deferred_blocks * frames_per_block)
+            forward_frames = max(forward_frames, deferred)
             if forward_frames > frames_per_block:
                 mask_bytes = (forward_frames * tokens_per_frame) * (frames * tokens_per_frame) * (1 + itemsize)
         forward_tokens = batch_size * forward_frames * tokens_per_frame
@@ -108,7 +113,27 @@ def memory_plan(models, *, width, height, num_blocks, frames_per_block=3, local_
     inputs = dict(width=width, height=height, num_blocks=num_blocks, frames_per_block=frames_per_block,
                   local_attn_frames=local_attn_frames or 0, sink_frames=sink_frames, context_frames=context_frames,
                   protocols={name: protocol for name, (_, protocol, _) in models.items()})
+    if deferred_blocks is not None:
+        inputs["deferred_blocks"] = deferred_blocks
     return MemoryPlan(plans, inputs)
+
+
+def plan_within(available_bytes, models, **options):
+    """`memory_plan(models, **options)` for a run with `available_bytes` free: a self_forcing target's deferred
+    commit of every skipped block in one forward where that fits, else in groups of the most blocks per forward that
+    fit (inputs["deferred_blocks"], which the target's runner takes as max_commit_blocks), else one block per
+    forward (the smallest plan, which check_fits then refuses). Other runs get memory_plan's plan unchanged."""
+    plan = memory_plan(models, **options)
+    target = plan.models.get("target")
+    if plan.total_bytes <= available_bytes or target is None or target.protocol != "self_forcing":
+        return plan
+    frames_per_block = plan.inputs["frames_per_block"]
+    most = min(plan.inputs["num_blocks"] * frames_per_block - frames_per_block, target.cache_frames)
+    for blocks in range(most // frames_per_block - 1, 0, -1):
+        plan = memory_plan(models, deferred_blocks=blocks, **options)
+        if plan.total_bytes <= available_bytes:
+            break
+    return plan
 
 
 def memory_table(width=832, height=480, blocks=(7, 9), dtype=torch.bfloat16):

@@ -119,3 +119,24 @@ def test_a_self_forcing_targets_plan_holds_its_deferred_commit_of_every_earlier_
     assert activations("target") == 18 * 1560 * per_token + (18 * 1560) * (21 * 1560) * (1 + 2)
     # A window of 9 frames caps the cache, hence the deferred forward, at 9 frames.
     assert activations("target", local_attn_frames=9, sink_frames=3) == 9 * 1560 * per_token + (9 * 1560) ** 2 * 3
+    # Groups of at most 2 blocks: 6 frames per forward; 1 block: no mask.
+    assert activations("target", deferred_blocks=2) == 6 * 1560 * per_token + (6 * 1560) * (21 * 1560) * 3
+    assert activations("target", deferred_blocks=1) == activations("drafter")
+
+
+def test_plan_within_splits_a_self_forcing_targets_deferred_commit_until_it_fits():
+    from samplers.models.memory_plan import WAN_1_3B, WAN_14B, memory_plan, plan_within
+
+    options = dict(width=832, height=480, num_blocks=7)
+    models = {"drafter": (WAN_1_3B, "self_forcing", torch.bfloat16), "target": (WAN_14B, "self_forcing",
+                                                                                 torch.bfloat16)}
+    whole, *groups = (memory_plan(models, deferred_blocks=blocks, **options) for blocks in (None, 5, 4, 3, 2, 1))
+    sizes = [plan.total_bytes for plan in [whole] + groups]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    assert plan_within(whole.total_bytes, models, **options).total_bytes == whole.total_bytes  # fits whole
+    chosen = plan_within(groups[2].total_bytes + 1, models, **options)  # room for groups of 3, not 4
+    assert chosen.inputs["deferred_blocks"] == 3 and chosen.total_bytes == groups[2].total_bytes
+    smallest = plan_within(0, models, **options)  # nothing fits: the smallest plan, for check_fits to refuse
+    assert smallest.inputs["deferred_blocks"] == 1 and smallest.total_bytes == groups[-1].total_bytes
+    krea = {"drafter": models["drafter"], "target": (WAN_14B, "krea_realtime", torch.bfloat16)}
+    assert "deferred_blocks" not in plan_within(0, krea, **options).inputs  # nothing deferred to split

@@ -180,6 +180,26 @@ def test_deferred_commit_of_several_blocks_gives_the_kv_of_committing_them_one_b
                                rtol=0, atol=1e-5)
 
 
+def test_max_commit_blocks_splits_a_deferred_commit_into_groups_with_the_same_kv():
+    model = tiny_wan()
+    x, context = tiny_inputs(model, frames=15)
+    one_by_one, grouped = (CausalWanRunner(model, latent_height=4, latent_width=4, max_frames=15, frames_per_block=3,
+                                           max_commit_blocks=limit) for limit in (None, 2))
+    for runner in (one_by_one, grouped):
+        runner.reset(context)
+    for block in range(4):
+        one_by_one.commit(x[:, :, 3 * block:3 * block + 3])
+    grouped.commit(x[:, :, :3])
+    grouped.commit(x[:, :, 3:12])  # blocks 1, 2, 3: two forwards (1 and 2, then 3)
+    assert len(grouped.forwards) == 3 and grouped.committed_frames == 12
+    pairs = zip(grouped.cache.keys + grouped.cache.values, one_by_one.cache.keys + one_by_one.cache.values)
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours[:, :one_by_one.cache.end], theirs[:, :one_by_one.cache.end], rtol=0,
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="max_commit_blocks"):
+        CausalWanRunner(model, latent_height=4, latent_width=4, max_frames=15, max_commit_blocks=0)
+
+
 # --- costs -----------------------------------------------------------------------------------------------------------
 
 def test_forward_flops_equals_a_hand_count_for_a_tiny_config():

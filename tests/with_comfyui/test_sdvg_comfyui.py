@@ -623,6 +623,42 @@ def test_an_oversized_request_is_refused_with_the_plan_before_any_allocation_and
     assert json.loads(stats_text)["num_blocks"] == 1
 
 
+@pytest.mark.slow
+def test_a_self_forcing_targets_deferred_commit_is_split_into_groups_that_fit_the_device(
+        pack, wan_models, wan21_vae, watched_runners, monkeypatch):
+    """Blocks 1 and 2 accepted, block 3 rejected: the target commits blocks 0-2 in one forward before generating 3.
+    With less room than a two-block forward needs, it commits them one per forward; the video stays the same."""
+    options = dict(num_blocks=4, tau=0.0, target_protocol="self_forcing")
+    ample_latent, _, ample_stats = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0, 1.0, -1.0]),
+                                            **options)
+    assert "deferred_blocks" not in json.loads(ample_stats)["memory_plan"]["inputs"]
+    patchers = {name: wan_models[name] for name in ("drafter", "target")}
+    two_per_forward = pack.sdvg.memory_plan(
+        {name: (patcher.model.diffusion_model, "self_forcing", pack.sdvg.compute_dtype(patcher))
+         for name, patcher in patchers.items()},
+        width=WIDTH, height=HEIGHT, num_blocks=4, frames_per_block=FRAMES_PER_BLOCK, deferred_blocks=2)
+    plan_within = pack.sdvg.plan_within  # as if the device had that room (ComfyUI's own view stays the machine's)
+    monkeypatch.setattr(pack.sdvg, "plan_within", lambda available, models, **kwargs: plan_within(
+        min(available, two_per_forward.total_bytes - 1), models, **kwargs))
+    target_module = wan_models["target"].model.diffusion_model
+
+    def target_commit_forwards():
+        (runner,) = [runner for runner in watched_runners if runner.model is target_module]
+        return sum(1 for _, _, head in runner.forwards if not head)
+
+    ample_commits = target_commit_forwards()
+    del watched_runners[:]
+    latent, _, stats_text = run_node(pack, wan_models, wan21_vae, router=ScriptedRouter([1.0, 1.0, -1.0]),
+                                     **options)
+    stats = json.loads(stats_text)
+    assert stats["memory_plan"]["inputs"]["deferred_blocks"] == 1
+    assert stats["memory_plan"]["total_bytes"] <= two_per_forward.total_bytes - 1
+    assert sorted(runner.max_commit_blocks or 0 for runner in watched_runners) == [0, 1]  # drafter, target
+    assert (ample_commits, target_commit_forwards()) == (1, 3)  # blocks 0-2: one forward each instead of one
+    assert [block["source"] for block in stats["blocks"]] == ["target", "drafter", "drafter", "target"]
+    torch.testing.assert_close(latent["samples"], ample_latent["samples"], rtol=0, atol=1e-4)
+
+
 def test_self_forcing_without_a_window_past_21_latent_frames_is_warned(pack):
     warnings = pack.sdvg.length_warnings({"drafter": "self_forcing", "target": "krea_realtime"}, None, 8, 3)
     assert len(warnings) == 1 and warnings[0].startswith("drafter: self_forcing without a window over 24 latent")
