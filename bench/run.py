@@ -640,7 +640,7 @@ def plot_frontiers(dts_worlds, sdvg, path):
     # success rates tie; the success rates are in the table.
     for left, (title, dts) in zip(axes, dts_worlds.items()):
         base = dts["rows"][0]
-        for row in dts["rows"]:
+        for index, row in enumerate(dts["rows"]):
             if row["name"].endswith(" auto"):
                 continue  # on a CPU an auto row lies on plain Euler's point; the auto table has them
             calls_speedup = base["calls"] / row["calls"]
@@ -648,8 +648,8 @@ def plot_frontiers(dts_worlds, sdvg, path):
             left.scatter(calls_speedup, row["rms"], marker=marker,
                          color="tab:gray" if marker == "s" else "tab:blue")
             label = row["name"].replace("DTS ", "").split(" (")[0] + f" ({100 * row['success']:.0f}%)"
-            left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3),
-                          textcoords="offset points")
+            left.annotate(label, (calls_speedup, row["rms"]), fontsize=7, xytext=(3, 3 if index % 2 else -9),
+                          textcoords="offset points")  # alternating above / below: near points stay legible
         left.set_xscale("log")
         left.set_xlabel("speed-up in sequential model calls vs Euler-100 (latency on parallel hardware)")
         left.set_ylabel("RMS distance to Euler-100's clip (lower is better)")
@@ -659,7 +659,7 @@ def plot_frontiers(dts_worlds, sdvg, path):
     right = axes[-1]
     base = sdvg["rows"][0]
     xs, ys = [], []
-    for row in sdvg["rows"]:
+    for index, row in enumerate(sdvg["rows"]):
         speedup = (base["flops"] / row["flops"] if base["flops"] and row["flops"]
                    else base["seconds"] / row["seconds"])
         retention = row["success"] / base["success"] if base["success"] else float("nan")
@@ -667,7 +667,7 @@ def plot_frontiers(dts_worlds, sdvg, path):
         colour = "tab:orange" if tau_row else ("tab:green" if row["name"] == ORACLE else "tab:gray")
         right.scatter(speedup, 100 * retention, color=colour)
         label = "oracle router" if row["name"] == ORACLE else row["name"].replace("SDVG ", "")
-        right.annotate(label, (speedup, 100 * retention), fontsize=7, xytext=(3, -9 if row["name"] == ORACLE else 3),
+        right.annotate(label, (speedup, 100 * retention), fontsize=7, xytext=(3, 3 if index % 2 else -9),
                        textcoords="offset points")
         if tau_row:
             xs.append(speedup)
