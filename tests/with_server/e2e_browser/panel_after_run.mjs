@@ -145,17 +145,22 @@ const showTab = (page, name) => page.evaluate(async (name) => {
   return store.activeWorkflow?.path ?? null;
 }, name);
 
-/** Close the dialogs on screen (templates browser, an execution error) as their close buttons do. */
+/** Close the dialogs on screen (templates browser, missing models, an execution error) as their close buttons do,
+ * or as Escape does where the top one has no such button. Hidden dialogs stay in the DOM on some frontends (1.37
+ * keeps the node search box's): only visible ones count, so the screenshots show the canvas. */
 const closeDialogs = async (page) => {
   for (let i = 0; i < 5; i += 1) {
-    const closed = await page.evaluate(() => {
-      const dialogs = [...document.querySelectorAll(".p-dialog, [role='dialog']")];
+    const open = await page.evaluate(() => {
+      const dialogs = [...document.querySelectorAll(".p-dialog, [role='dialog']")]
+        .filter((dialog) => dialog.getClientRects().length > 0 && getComputedStyle(dialog).visibility !== "hidden");
       const top = dialogs.at(-1);
-      const button = top?.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i]");
+      if (!top) return "none";
+      const button = top.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i]");
       button?.click();
-      return !!button;
+      return button ? "clicked" : "no button";
     });
-    if (!closed) return;
+    if (open === "none") return;
+    if (open === "no button") await page.keyboard.press("Escape");
     await page.waitForTimeout(400);
   }
 };
@@ -309,6 +314,8 @@ try {
       const store = window.comfyAPI.app.app.extensionManager?.workflow;
       return !store || store.openWorkflows.some((workflow) => workflow.path?.endsWith("/e2e_dts.json"));
     }, null, { timeout: 60000 }).catch(() => null);
+    await page.waitForTimeout(1500);
+    await closeDialogs(page); // the restored tab's missing models
     const open = await page.evaluate(() =>
       window.comfyAPI.app.app.extensionManager.workflow.openWorkflows.map((workflow) => workflow.path));
     const active = await showTab(page, "e2e_dts");
