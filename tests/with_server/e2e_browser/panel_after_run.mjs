@@ -155,7 +155,9 @@ const closeDialogs = async (page) => {
         .filter((dialog) => dialog.getClientRects().length > 0 && getComputedStyle(dialog).visibility !== "hidden");
       const top = dialogs.at(-1);
       if (!top) return "none";
-      const button = top.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i]");
+      // 1.37's templates browser has an icon-only close button (pi-times) and ignores Escape.
+      const button = top.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i], " +
+        "button:has(> i.pi-times)");
       button?.click();
       return button ? "clicked" : "no button";
     });
