@@ -378,6 +378,8 @@ def check_browser_result(result, frontend_label):
     draws = frontend_draws_panel(result)
 
     def drew(view, lines):  # noqa: F811  (what the frontend can draw)
+        if draws and view.get("reach"):  # Vue nodes: the panel spans the node's widget column like its other widgets
+            assert view["reach"]["panelRight"] >= view["reach"]["controlsRight"] - 2, view["reach"]
         return [line for line in lines if line not in view["drawn"]] if draws else []
 
     for name, value in steps.items():

@@ -77,7 +77,14 @@ async function nodeView(page, id) {
     node?.widgets?.find((w) => w.name === PANEL)?.triggerDraw?.();
     for (let frame = 0; frame < 2; frame += 1) await new Promise((r) => requestAnimationFrame(r));
     window.__record = false;
+    // Vue nodes: how far right the panel's own canvas and the node's other widget controls reach (screen pixels).
+    const element = document.querySelector(`[data-node-id="${id}"] .lg-node-widgets`);
+    const rights = (selector) => [...(element?.querySelectorAll(selector) ?? [])]
+      .map((item) => item.getBoundingClientRect()).filter((rect) => rect.width > 0).map((rect) => rect.right);
+    const panelRight = element ? Math.max(...rights("canvas")) : null;
+    const controlsRight = element ? Math.max(...rights("button, input")) : null;
     return {
+      reach: Number.isFinite(panelRight) && Number.isFinite(controlsRight) ? { panelRight, controlsRight } : null,
       type: node?.type ?? null,
       panel: !!node?.widgets?.some((w) => w.name === PANEL),
       stored: node?.properties?.[KEY] ?? null,
