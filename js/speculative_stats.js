@@ -83,6 +83,25 @@ function currentModel(node) {
   return record ? panelModel(record.kind, record.stats, { stale: !!record.stale }) : null;
 }
 
+/** Vue nodes hand a canvas widget a box of its own; on frontend 1.58 that box is 12 px short of its cell's right
+ * edge (its -mx-3 margins shift it left but its width stays the cell's), so the panel stopped short of the other
+ * widgets. Widen the box to the cell's content edge; a box that already reaches it is left alone. */
+function reachCellEnd(canvas) {
+  const box = canvas.parentElement;
+  const cell = box?.parentElement;
+  if (!box || !cell || !box.offsetWidth) return;
+  const boxRect = box.getBoundingClientRect();
+  const scale = boxRect.width / box.offsetWidth; // the canvas's zoom
+  const style = getComputedStyle(cell);
+  const end = cell.getBoundingClientRect().right -
+    ((parseFloat(style.paddingRight) || 0) + (parseFloat(style.borderRightWidth) || 0)) * scale;
+  const gap = (end - boxRect.right) / scale;
+  if (gap < 1) return;
+  const extra = (Number(box.dataset.speculativeVideoWiden) || 0) + gap;
+  box.dataset.speculativeVideoWiden = String(extra);
+  box.style.width = `calc(100% + ${Math.round(extra)}px)`;
+}
+
 /** Add the panel widget once; it reads the node's stored statistics every time it is drawn. */
 function ensurePanel(node) {
   let widget = node.widgets?.find((w) => w.name === PANEL_WIDGET_NAME);
@@ -99,6 +118,7 @@ function ensurePanel(node) {
         if (!model) return;
         // Vue nodes hand this widget a canvas of its own, already inside the node's padding: no margin there.
         const ownCanvas = !!this.triggerDraw && !!ctx.canvas && ctx.canvas !== app.canvas?.canvas;
+        if (ownCanvas) reachCellEnd(ctx.canvas); // redrawn at the new width by the frontend's resize observer
         drawOps(ctx, panelDrawOps(model, width, y, ownCanvas ? { ...PANEL_LAYOUT, margin: 0 } : PANEL_LAYOUT).ops);
         this.tooltip = panelTooltip(model); // the classic canvas shows a widget's tooltip on hover
         // Vue nodes draw this widget on a canvas of its own (triggerDraw is their redraw hook): its title is the

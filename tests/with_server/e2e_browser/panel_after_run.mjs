@@ -77,7 +77,14 @@ async function nodeView(page, id) {
     node?.widgets?.find((w) => w.name === PANEL)?.triggerDraw?.();
     for (let frame = 0; frame < 2; frame += 1) await new Promise((r) => requestAnimationFrame(r));
     window.__record = false;
+    // Vue nodes: how far right the panel's own canvas and the node's other widget controls reach (screen pixels).
+    const element = document.querySelector(`[data-node-id="${id}"] .lg-node-widgets`);
+    const rights = (selector) => [...(element?.querySelectorAll(selector) ?? [])]
+      .map((item) => item.getBoundingClientRect()).filter((rect) => rect.width > 0).map((rect) => rect.right);
+    const panelRight = element ? Math.max(...rights("canvas")) : null;
+    const controlsRight = element ? Math.max(...rights("button, input")) : null;
     return {
+      reach: Number.isFinite(panelRight) && Number.isFinite(controlsRight) ? { panelRight, controlsRight } : null,
       type: node?.type ?? null,
       panel: !!node?.widgets?.some((w) => w.name === PANEL),
       stored: node?.properties?.[KEY] ?? null,
@@ -145,17 +152,24 @@ const showTab = (page, name) => page.evaluate(async (name) => {
   return store.activeWorkflow?.path ?? null;
 }, name);
 
-/** Close the dialogs on screen (templates browser, an execution error) as their close buttons do. */
+/** Close the dialogs on screen (templates browser, missing models, an execution error) as their close buttons do,
+ * or as Escape does where the top one has no such button. Hidden dialogs stay in the DOM on some frontends (1.37
+ * keeps the node search box's): only visible ones count, so the screenshots show the canvas. */
 const closeDialogs = async (page) => {
   for (let i = 0; i < 5; i += 1) {
-    const closed = await page.evaluate(() => {
-      const dialogs = [...document.querySelectorAll(".p-dialog, [role='dialog']")];
+    const open = await page.evaluate(() => {
+      const dialogs = [...document.querySelectorAll(".p-dialog, [role='dialog']")]
+        .filter((dialog) => dialog.getClientRects().length > 0 && getComputedStyle(dialog).visibility !== "hidden");
       const top = dialogs.at(-1);
-      const button = top?.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i]");
+      if (!top) return "none";
+      // 1.37's templates browser has an icon-only close button (pi-times) and ignores Escape.
+      const button = top.querySelector(".p-dialog-close-button, .p-dialog-header-close, button[aria-label*='close' i], " +
+        "button:has(> i.pi-times)");
       button?.click();
-      return !!button;
+      return button ? "clicked" : "no button";
     });
-    if (!closed) return;
+    if (open === "none") return;
+    if (open === "no button") await page.keyboard.press("Escape");
     await page.waitForTimeout(400);
   }
 };
@@ -309,6 +323,8 @@ try {
       const store = window.comfyAPI.app.app.extensionManager?.workflow;
       return !store || store.openWorkflows.some((workflow) => workflow.path?.endsWith("/e2e_dts.json"));
     }, null, { timeout: 60000 }).catch(() => null);
+    await page.waitForTimeout(1500);
+    await closeDialogs(page); // the restored tab's missing models
     const open = await page.evaluate(() =>
       window.comfyAPI.app.app.extensionManager.workflow.openWorkflows.map((workflow) => workflow.path));
     const active = await showTab(page, "e2e_dts");
