@@ -17,7 +17,7 @@ import pytest
 from support.e2e import (CONTROL_AFTER_GENERATE, ConversionError, check_widget_value, drop_unreferenced,
                          is_widget_input, link_problems, ui_to_api, ui_widget_inputs)
 from support.workflows import (DTS_SD15, DTS_WAN, EXPECTED_WORKFLOWS, LOADER_FOLDERS, MODEL_SUFFIXES, SDVG,
-                               TITLE_HEIGHT, WORKFLOW_FILES, load_workflow, node_box, overlapping_nodes,
+                               TITLE_HEIGHT, VUE_ROW_HEIGHT, WORKFLOW_FILES, load_workflow, node_box, overlapping_nodes,
                                v1_node_classes_readable_without_comfyui)
 
 
@@ -67,11 +67,25 @@ def test_no_two_nodes_overlap_title_bars_included(file_name):
 
 
 def test_overlap_check_counts_the_title_bar_above_pos():
-    lower = {"id": 2, "pos": [0, 100], "size": [100, 50]}
+    lower = {"id": 2, "type": "Note", "pos": [0, 100], "size": [100, 50]}  # a note: drawn at its stored size
     assert node_box(lower) == (0, 100 - TITLE_HEIGHT, 100, 150)
     # The upper body ends 10 px above the lower body: the lower one's title bar covers that gap and more.
-    assert overlapping_nodes({"nodes": [{"id": 1, "pos": [0, 0], "size": [100, 90]}, lower]}) == [(1, 2)]
-    assert overlapping_nodes({"nodes": [{"id": 1, "pos": [0, 0], "size": [100, 70]}, lower]}) == []
+    upper = {"id": 1, "type": "Note", "pos": [0, 0], "size": [100, 90]}
+    assert overlapping_nodes({"nodes": [upper, lower]}) == [(1, 2)]
+    upper["size"] = [100, 70]
+    assert overlapping_nodes({"nodes": [upper, lower]}) == []
+
+
+def test_overlap_check_counts_the_rows_vue_nodes_draw():
+    # A loader with one output and three widgets: stored 106 tall, drawn by Vue nodes as 5 rows (3 widgets, the
+    # socket row, the footer), so a node 140 px below its pos overlaps it in Vue nodes though not on the classic canvas.
+    loader = {"id": 1, "type": "CLIPLoader", "pos": [0, 0], "size": [100, 106], "outputs": [{"name": "CLIP"}],
+              "widgets_values": ["umt5.safetensors", "wan", "default"]}
+    assert node_box(loader) == (0, -TITLE_HEIGHT, 100, 5 * VUE_ROW_HEIGHT)
+    below = {"id": 2, "type": "Note", "pos": [0, 140 + TITLE_HEIGHT], "size": [100, 50]}
+    assert overlapping_nodes({"nodes": [loader, below]}) == [(1, 2)]
+    below["pos"][1] = 5 * VUE_ROW_HEIGHT + TITLE_HEIGHT
+    assert overlapping_nodes({"nodes": [loader, below]}) == []
 
 
 @pytest.mark.parametrize("file_name", WORKFLOW_FILES)

@@ -174,10 +174,27 @@ def widget_problems(node, info):
 TITLE_HEIGHT = 30
 
 
+# Vue nodes (Comfy.VueNodes.Enabled) draw a node taller than its stored size: a row per pair of input / output
+# sockets and per widget, plus a footer row (node badge, "show advanced", errors). Rows seen in the browser check's
+# screenshots at 50 % zoom: about 27 canvas px on frontends 1.49 and 1.58, 34 on 1.37; the larger is used.
+VUE_ROW_HEIGHT = 34
+
+
+def vue_height(node):
+    """Height below `pos` of a node drawn by Vue nodes (an estimate; notes keep their stored size)."""
+    if node["type"] in ("Note", "MarkdownNote"):
+        return node["size"][1]
+    inputs = node.get("inputs", [])
+    sockets = sum(1 for entry in inputs if "widget" not in entry)
+    values = node.get("widgets_values")
+    widgets = len(values) if isinstance(values, list) else sum(1 for entry in inputs if "widget" in entry)
+    return (max(sockets, len(node.get("outputs", []))) + widgets + 1) * VUE_ROW_HEIGHT
+
+
 def node_box(node):
-    """(left, top, right, bottom) of a UI node as drawn, title bar included."""
+    """(left, top, right, bottom) of a UI node as drawn in either canvas, title bar included."""
     (x, y), (width, height) = node["pos"], node["size"]
-    return x, y - TITLE_HEIGHT, x + width, y + height
+    return x, y - TITLE_HEIGHT, x + width, y + max(height, vue_height(node))
 
 
 def overlapping_nodes(workflow):
