@@ -24,6 +24,7 @@ that runs a batch in the time of one sample), `evals` are per-sample evaluations
 time on this machine, where a batch of K costs about K times one sample, so DTS's CPU wall time does NOT show the
 latency it saves on a GPU.
 """
+import inspect
 import json
 import math
 import multiprocessing
@@ -774,10 +775,13 @@ def dts_goal_line(result, key):
 
 def dts_tables(dts_worlds):
     """The DTS part of tables.md: per world its table, the convergence check, the goal and the auto table."""
+    defaults = inspect.signature(sample_dts).parameters
+    threshold, increment = defaults["threshold"].default, defaults["increment"].default
     common = (f"`{DTS_DEFAULT_NAME}` runs sample_dts's (and the nodes') defaults: draft stride 10, target stride "
               "2, chunk 6, a draft state accepted while its distance to the target's is at most rtol times the "
               f"target's own update over the segment (rtol {DEFAULT_RTOL:g}, atol {DEFAULT_ATOL:g}, growing by "
-              "(10 + 1.5 r) / 10 in round r as the paper's threshold does). Every other DTS row runs the paper's "
+              f"({threshold:g} + {increment:g} r) / {threshold:g} in round r as the paper's threshold does). Every "
+              "other DTS row runs the paper's "
               "distance rule: draft stride 10, target stride 2, chunk 6, rms threshold 0.0375 and increment 0.005 "
               "(the paper's L2 11 and 1.5 in size-independent units) unless its name says otherwise.")
     parts = [common]
